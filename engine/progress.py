@@ -1,0 +1,42 @@
+"""How the engine reports progress and learns of cancellation, without QGIS.
+
+The Processing algorithms pass an adapter over QgsProcessingFeedback; the
+command line and tests pass ``Reporter()`` or a subclass.
+"""
+from __future__ import annotations
+
+
+class Reporter:
+    """Default reporter: silent and never cancelled."""
+
+    def progress(self, fraction: float) -> None:
+        """Overall progress in [0, 1]."""
+
+    def info(self, message: str) -> None:
+        """A line for the log."""
+
+    def cancelled(self) -> bool:
+        return False
+
+
+class PrintReporter(Reporter):
+    """Prints log lines (command line, demo)."""
+
+    def info(self, message: str) -> None:
+        print(message, flush=True)
+
+
+class ScaledReporter(Reporter):
+    """Maps a sub-job's [0, 1] onto [start, end] of a parent reporter."""
+
+    def __init__(self, parent: Reporter, start: float, end: float):
+        self.parent, self.start, self.end = parent, start, end
+
+    def progress(self, fraction: float) -> None:
+        self.parent.progress(self.start + (self.end - self.start) * min(max(fraction, 0.0), 1.0))
+
+    def info(self, message: str) -> None:
+        self.parent.info(message)
+
+    def cancelled(self) -> bool:
+        return self.parent.cancelled()
