@@ -62,7 +62,7 @@ def info_of(ds, path: Optional[str] = None) -> RasterInfo:
         count=ds.count,
         dtype=ds.dtypes[0],
         crs=ds.crs.to_wkt() if ds.crs else None,
-        transform=tuple(ds.transform)[:6],
+        transform=(ds.transform.a, ds.transform.b, ds.transform.c, ds.transform.d, ds.transform.e, ds.transform.f),
         nodata=ds.nodata,
     )
 

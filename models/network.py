@@ -84,9 +84,13 @@ def load_encoder_weights(encoder: nn.Module, path: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if len(missing) == len(list(encoder.state_dict())):
+    own = encoder.state_dict()
+    # Layers whose shape differs (e.g. the first conv for a band count other than 3) keep
+    # their random init.
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
         raise ValueError(f"Encoder weights file {path} matches none of the encoder's layers")
+    encoder.load_state_dict(usable, strict=False)
 
 
 def build_network(architecture: dict) -> BerundaNetLate:

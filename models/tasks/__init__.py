@@ -1,6 +1,7 @@
 """Registry of auxiliary tasks, by id.  Adding a task = one file + one import here."""
 from __future__ import annotations
 
+import inspect
 from typing import Dict, Type
 
 from .base import AuxiliaryTask, PreparedBatch
@@ -21,6 +22,13 @@ def get_task(task_id: str, **params) -> AuxiliaryTask:
         raise ValueError(
             f"Unknown auxiliary task {task_id!r}; choose one of {', '.join(TASKS)}"
         ) from None
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Unknown parameter(s) {', '.join(unknown)} for task {task_id!r}; "
+            + (f"it accepts: {', '.join(accepted)}" if accepted else "it takes no parameters")
+        )
     return cls(**params)
 
 

@@ -1,5 +1,4 @@
 """The supervised baseline: no auxiliary task, labeled tiles only."""
-import torch
 
 from . import register
 from .base import AuxiliaryTask

@@ -1,0 +1,96 @@
+"""What every Berunda algorithm shares: group, icon, help layout, dependency
+check, engine-error translation and the feedback adapter."""
+from __future__ import annotations
+
+import os
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition,
+                       QgsRasterLayer)
+from qgis.PyQt.QtGui import QIcon
+
+from ..berunda_plugin.dependencies import missing_packages, install_hint
+from ..engine.errors import BerundaError
+from ..engine.progress import Reporter
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
+
+
+class FeedbackReporter(Reporter):
+    """Engine progress -> QgsProcessingFeedback."""
+
+    def __init__(self, feedback):
+        self.feedback = feedback
+
+    def progress(self, fraction: float) -> None:
+        if self.feedback is not None:
+            self.feedback.setProgress(100.0 * fraction)
+
+    def info(self, message: str) -> None:
+        if self.feedback is not None:
+            self.feedback.pushInfo(message)
+
+    def cancelled(self) -> bool:
+        return self.feedback is not None and self.feedback.isCanceled()
+
+
+class BerundaAlgorithm(QgsProcessingAlgorithm):
+    """Subclasses implement ``run(parameters, context, feedback)`` instead of processAlgorithm."""
+
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def group(self):
+        return "Semantic segmentation"
+
+    def groupId(self):  # noqa: N802
+        return "segmentation"
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def svgIconPath(self):  # noqa: N802
+        return ICON
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        missing = missing_packages()
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        try:
+            return self.run(parameters, context, feedback)
+        except BerundaError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except ImportError as exc:
+            raise QgsProcessingException(
+                f"{exc}. {install_hint([getattr(exc, 'name', None) or 'a dependency'])}") from None
+
+    def run(self, parameters, context, feedback):
+        raise NotImplementedError
+
+    # --- parameter helpers shared by the algorithms -------------------------------------
+
+    @staticmethod
+    def advanced(param):
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        return param
+
+    def raster_paths(self, parameters, name, context):
+        """File paths of a (multiple) raster parameter; refuses non-file layers."""
+        layers = self.parameterAsLayerList(parameters, name, context)
+        return [raster_file(layer, name) for layer in layers]
+
+    def raster_path(self, parameters, name, context):
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(f"{name}: no raster layer given.")
+        return raster_file(layer, name)
+
+
+def raster_file(layer, name: str) -> str:
+    if not isinstance(layer, QgsRasterLayer):
+        raise QgsProcessingException(f"{name}: layer {layer.name()} is not a raster layer.")
+    path = layer.source()
+    if layer.providerType() != "gdal" or not os.path.isfile(path):
+        raise QgsProcessingException(
+            f"{name}: layer {layer.name()} is not a raster file ({path}). Berunda reads rasters "
+            "from files: save it first (right-click > Export > Save As… GeoTIFF).")
+    return path

@@ -1,0 +1,62 @@
+"""berunda:train — train BerundaNet-late on annotated (+ unannotated) rasters."""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessingOutputFile, QgsProcessingOutputNumber,
+                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination)
+
+from .base import BerundaAlgorithm, FeedbackReporter
+from .training_parameters import TRAINING_HELP, add_training_parameters, training_config
+
+MODEL_FILTER = "Berunda model (*.pt)"
+
+
+class TrainAlgorithm(BerundaAlgorithm):
+    OUTPUT_MODEL = "OUTPUT_MODEL"
+    RESUME = "RESUME"
+
+    def name(self):
+        return "train"
+
+    def displayName(self):  # noqa: N802
+        return "Train segmentation model (semi-supervised)"
+
+    def shortHelpString(self):  # noqa: N802
+        return (
+            "Trains BerundaNet-late — a U-Net whose encoder and decoder are shared by a supervised "
+            "head and an auxiliary head — on annotated rasters (image + label pairs) and, for the "
+            "semi-supervised tasks, unannotated rasters. Loss = cross-entropy + λ · auxiliary loss. "
+            "The model file carries everything needed to classify (bands, normalisation, classes, "
+            "colours, tile size); a checkpoint '<name>.checkpoint.pt' is written after every "
+            "epoch.<br>" + TRAINING_HELP +
+            "<b>RESUME</b>: a '.checkpoint.pt' file to continue from (same data; its settings are "
+            "reused, EPOCHS may be raised).<br>"
+            "<b>OUTPUT_MODEL</b>: the model file (.pt).")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_training_parameters(self)
+        self.addParameter(self.advanced(QgsProcessingParameterFile(
+            self.RESUME, "Resume from checkpoint", extension="pt", optional=True)))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_MODEL, "Output model", MODEL_FILTER))
+        self.addOutput(QgsProcessingOutputFile("CHECKPOINT", "Checkpoint for RESUME"))
+        for key, label in (("FINAL_LOSS", "Final loss"), ("FINAL_SUPERVISED_LOSS", "Final supervised loss"),
+                           ("FINAL_AUXILIARY_LOSS", "Final auxiliary loss"),
+                           ("FINAL_TRAIN_ACCURACY", "Final training pixel accuracy (%)")):
+            self.addOutput(QgsProcessingOutputNumber(key, label))
+
+    def run(self, parameters, context, feedback):
+        from ..engine.trainer import train
+
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        config = training_config(self, parameters, context, feedback)
+        resume = self.parameterAsFile(parameters, self.RESUME, context) or None
+        result = train(config, output, FeedbackReporter(feedback), resume=resume)
+        final = result.final
+        return {
+            self.OUTPUT_MODEL: result.model_path,
+            "CHECKPOINT": result.checkpoint_path,
+            "FINAL_LOSS": final.get("loss"),
+            "FINAL_SUPERVISED_LOSS": final.get("supervised"),
+            "FINAL_AUXILIARY_LOSS": final.get("auxiliary"),
+            "FINAL_TRAIN_ACCURACY": 100.0 * final.get("train_accuracy", 0.0),
+        }

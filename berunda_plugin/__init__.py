@@ -1,0 +1,1 @@
+"""QGIS glue that is not an algorithm: plugin class, provider, dependency check, styling."""

@@ -1,0 +1,39 @@
+"""The training configuration: plain values, shared by the Processing algorithm,
+the command line, the compare grid and the model file (stored verbatim)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class TrainingConfig:
+    labeled_images: List[str]
+    labels: List[str]
+    unlabeled_images: List[str] = field(default_factory=list)
+    aux_task: str = "kmeans"
+    lam: Optional[float] = None          # None: the task's paper default (SPEC.md)
+    alpha: float = 1.0                   # kmeans / mumford_shah regulariser weight
+    clusters: int = 10                   # K for kmeans / mumford_shah
+    mask_size: int = 80                  # inpainting square side c (pixels)
+    permutations: int = 100              # jigsaw P
+    encoder: str = "resnet34"
+    encoder_weights: Optional[str] = None  # local file; nothing is downloaded
+    tile_size: int = 320
+    batch_size: int = 8                  # labeled tiles per step (+ as many unlabeled)
+    epochs: int = 50
+    samples_per_epoch: int = 5000        # N labeled (+ N unlabeled) tiles per pseudo-epoch
+    learning_rate: float = 1e-4
+    device: str = "auto"
+    seed: int = 0
+    augment: bool = True                 # random flips and 90° rotations
+    amp: bool = True                     # mixed precision on CUDA (ignored on CPU)
+    max_invalid_fraction: float = 0.5    # windows with more nodata than this are redrawn
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

@@ -1,0 +1,328 @@
+"""The training loop: L = Ls + λ·Lu on labeled and unlabeled tiles.
+
+Determinism: every epoch draws its tiles and task randomness from generators
+seeded with (seed, epoch), and a checkpoint is written after every epoch, so a
+run resumed from epoch k's checkpoint continues exactly like an uninterrupted
+run (on CPU; CUDA kernels may differ in the last bits).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from ..models import IGNORE_INDEX
+from ..models.losses import supervised_loss
+from ..models.network import BerundaNetLate, describe_network
+from ..models.tasks import TASKS, get_task
+from .config import TrainingConfig
+from .devices import resolve_device
+from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
+from .labels import ClassInfo
+from .model_file import ModelPackage, load_model, save_model
+from .prefetch import prefetch
+from .progress import Reporter
+from .training_data import prepare_training_data
+from .versions import library_versions
+
+
+@dataclass
+class TrainingResult:
+    model_path: str
+    checkpoint_path: str
+    history: List[dict] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def checkpoint_path_for(model_path: str) -> str:
+    root, ext = os.path.splitext(model_path)
+    return f"{root}.checkpoint{ext or '.pt'}"
+
+
+def make_task(config: TrainingConfig):
+    """The task with the config's values for the hyper-parameters it takes."""
+    if config.aux_task not in TASKS:
+        raise InvalidParameterError(
+            f"AUX_TASK {config.aux_task!r} is unknown; choose one of {', '.join(TASKS)}.")
+    accepted = inspect.signature(TASKS[config.aux_task]).parameters
+    params = {k: getattr(config, k) for k in accepted if hasattr(config, k)}
+    try:
+        return get_task(config.aux_task, **params)
+    except ValueError as exc:
+        raise InvalidParameterError(str(exc)) from None
+
+
+def effective_lambda(config: TrainingConfig, task) -> float:
+    return float(task.default_lambda if config.lam is None else config.lam)
+
+
+def validate_config(config: TrainingConfig) -> None:
+    checks = [
+        (config.tile_size >= 32 and config.tile_size % 32 == 0,
+         f"TILE_SIZE {config.tile_size} must be a positive multiple of 32 (the U-Net halves it "
+         f"5 times); use {max(32, round(config.tile_size / 32) * 32)}."),
+        (config.batch_size >= 1, f"BATCH_SIZE must be at least 1 (got {config.batch_size})."),
+        (config.epochs >= 1, f"EPOCHS must be at least 1 (got {config.epochs})."),
+        (config.samples_per_epoch >= 1,
+         f"SAMPLES_PER_EPOCH must be at least 1 (got {config.samples_per_epoch})."),
+        (config.learning_rate > 0, f"LEARNING_RATE must be > 0 (got {config.learning_rate})."),
+        (config.lam is None or (config.lam >= 0 and math.isfinite(config.lam)),
+         f"LAMBDA must be >= 0 (got {config.lam}); 0 trains the supervised baseline."),
+        (0 <= config.max_invalid_fraction < 1, "max_invalid_fraction must be in [0, 1)."),
+    ]
+    # Hyper-parameters are checked only for the task that uses them.
+    accepted = inspect.signature(TASKS[config.aux_task]).parameters if config.aux_task in TASKS else {}
+    task_checks = {
+        "alpha": (config.alpha >= 0, f"ALPHA must be >= 0 (got {config.alpha})."),
+        "clusters": (config.clusters >= 2, f"CLUSTERS must be at least 2 (got {config.clusters})."),
+        "mask_size": (1 <= config.mask_size < config.tile_size,
+                      f"MASK_SIZE {config.mask_size} must be between 1 and TILE_SIZE-1 "
+                      f"({config.tile_size - 1}); the paper uses 80 on 320-px tiles."),
+        "permutations": (1 <= config.permutations <= 1000,
+                         f"PERMUTATIONS must be between 1 and 1000 (got {config.permutations}); "
+                         "the paper uses 100."),
+    }
+    checks += [check for name, check in task_checks.items() if name in accepted]
+    for ok, message in checks:
+        if not ok:
+            raise InvalidParameterError(message)
+
+
+def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
+          resume: Optional[str] = None) -> TrainingResult:
+    reporter = reporter or Reporter()
+    validate_config(config)
+    checkpoint_path = checkpoint_path_for(output_path)
+    _check_output(output_path, config)
+
+    start_epoch, history, stats, classes, state = 1, [], None, None, None
+    if resume:
+        config, start_epoch, history, stats, classes, state = _load_resume(resume, config, reporter)
+    task = make_task(config)
+    lam = effective_lambda(config, task)
+    semi = task.uses_unlabeled and lam > 0
+    device = resolve_device(config.device)
+    data = prepare_training_data(config, reporter, semi, stats, classes)
+    try:
+        return _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
+                    start_epoch, history, state)
+    finally:
+        data.close()
+
+
+def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
+         start_epoch, history, state) -> TrainingResult:
+    torch.manual_seed(config.seed)
+    bands = data.bands["count"]
+    arch = describe_network(bands, len(data.classes.values), config.encoder,
+                            task.head_channels(bands), task.classifier_classes())
+    net = BerundaNetLate(bands, len(data.classes.values), config.encoder, arch["aux_channels"],
+                         arch["aux_classes"], encoder_weights=config.encoder_weights).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+
+    def metadata():
+        return {
+            "architecture": arch,
+            "bands": data.bands,
+            "normalization": data.stats,
+            "classes": data.classes.to_metadata(),
+            "tile_size": config.tile_size,
+            "task": {"id": task.task_id, "params": task.hparams(), "lambda": lam,
+                     "mode": "semi-supervised" if semi else "supervised"},
+            "training": {"config": config.to_dict(), "seed": config.seed,
+                         "device": device.type, "epochs_done": len(history)},
+            "history": history,
+            "versions": library_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    steps = math.ceil(config.samples_per_epoch / config.batch_size)
+    micro = [config.batch_size]   # compute batch; halved on CUDA out-of-memory
+    reporter.info(f"Training {task.task_id} (λ={lam:g}, {'semi-supervised' if semi else 'supervised'}) "
+                  f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
+                  f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
+                  f"of {config.tile_size} px.")
+    for epoch in range(start_epoch, config.epochs + 1):
+        net.train()
+        rng = np.random.default_rng([config.seed, epoch])
+        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        torch.manual_seed(config.seed * 100_003 + epoch)   # dropout in the jigsaw classifier
+        unlabeled = data.unlabeled if semi else None
+
+        def produce(_step):
+            tiles = [data.labeled.sample(rng) for _ in range(config.batch_size)]
+            if unlabeled is not None:
+                tiles += [unlabeled.sample(rng) for _ in range(config.batch_size)]
+            return (np.stack([t.image for t in tiles]), np.stack([t.label for t in tiles]),
+                    np.stack([t.valid for t in tiles])[:, None])
+
+        totals = {"loss": 0.0, "supervised": 0.0, "auxiliary": 0.0, "correct": 0, "labelled": 0}
+        t0, seen = time.perf_counter(), 0
+        for step, (images, labels, valid) in enumerate(prefetch(produce, steps)):
+            if reporter.cancelled():
+                raise TrainingCancelled(_cancel_message(epoch, checkpoint_path))
+            batch = [torch.from_numpy(a) for a in (images, labels, valid)]
+            parts = _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp,
+                          micro, reporter)
+            loss = parts["supervised"] + lam * parts["auxiliary"]
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(_nan_message(epoch, step, parts, lam, task, checkpoint_path))
+            for k in ("supervised", "auxiliary", "correct", "labelled"):
+                totals[k] += parts[k]
+            totals["loss"] += loss
+            seen += images.shape[0]
+            reporter.progress(((epoch - 1) + (step + 1) / steps) / config.epochs)
+        seconds = time.perf_counter() - t0
+        record = {
+            "epoch": epoch,
+            "loss": totals["loss"] / steps,
+            "supervised": totals["supervised"] / steps,
+            "auxiliary": totals["auxiliary"] / steps,
+            "train_accuracy": totals["correct"] / max(totals["labelled"], 1),
+            "samples_per_s": seen / seconds if seconds > 0 else 0.0,
+            "seconds": seconds,
+            "batch_size": micro[0],
+        }
+        history.append(record)
+        reporter.info(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f} "
+                      f"(supervised {record['supervised']:.4f}, auxiliary {record['auxiliary']:.4f}), "
+                      f"train pixel accuracy {100 * record['train_accuracy']:.1f} %, "
+                      f"{record['samples_per_s']:.1f} tiles/s")
+        checkpoint = {"epoch": epoch, "optimizer": optimizer.state_dict(),
+                      "scaler": scaler.state_dict() if use_amp else {}}
+        save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
+    save_model(output_path, ModelPackage(metadata(), net.state_dict()))
+    reporter.info(f"Model written to {output_path} (checkpoint for RESUME: {checkpoint_path})")
+    return TrainingResult(output_path, checkpoint_path, history)
+
+
+def _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp, micro, reporter):
+    """One optimizer step over the batch, split into micro-batches if CUDA memory ran out."""
+    images, labels, valid = batch
+    n = images.shape[0]
+    while True:
+        try:
+            optimizer.zero_grad(set_to_none=True)
+            parts = {"supervised": 0.0, "auxiliary": 0.0, "correct": 0, "labelled": 0}
+            # Same random task preparation whatever the split: prepare on the whole batch.
+            if semi:
+                prepared = task.prepare(images, labels, valid, gen)
+            for start in range(0, n, micro[0]):
+                sl = slice(start, min(n, start + micro[0]))
+                share = (sl.stop - sl.start) / n
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    if semi:
+                        chunk = _slice_prepared(prepared, sl, device)
+                        out = net(chunk.inputs)
+                        ls = supervised_loss(out.seg, chunk.labels)
+                        lu = task.loss(out, chunk).float()
+                        chunk_labels = chunk.labels
+                    else:
+                        x = images[sl].to(device, non_blocking=True)
+                        chunk_labels = labels[sl].to(device, non_blocking=True)
+                        out = net(x)
+                        ls = supervised_loss(out.seg, chunk_labels)
+                        lu = torch.zeros((), device=device)
+                loss = (ls + lam * lu) * share
+                scaler.scale(loss).backward()
+                parts["supervised"] += float(ls.detach()) * share
+                parts["auxiliary"] += float(lu.detach()) * share
+                known = chunk_labels != IGNORE_INDEX
+                parts["correct"] += int(((out.seg.argmax(1) == chunk_labels) & known).sum())
+                parts["labelled"] += int(known.sum())
+            if math.isfinite(parts["supervised"] + lam * parts["auxiliary"]):
+                scaler.step(optimizer)
+                scaler.update()
+            return parts
+        except torch.cuda.OutOfMemoryError:
+            if micro[0] == 1:
+                raise
+            micro[0] = max(1, micro[0] // 2)
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            reporter.info(f"CUDA ran out of memory: continuing with batches of {micro[0]} "
+                          "(gradients accumulated to the same effective batch).")
+
+
+def _slice_prepared(prepared, sl, device):
+    from ..models.tasks import PreparedBatch
+
+    move = lambda t: t[sl].to(device, non_blocking=True)  # noqa: E731
+    return PreparedBatch(move(prepared.inputs), move(prepared.targets), move(prepared.labels),
+                         move(prepared.valid), {k: move(v) for k, v in prepared.extra.items()})
+
+
+def _cancel_message(epoch, checkpoint_path):
+    if epoch > 1 and os.path.exists(checkpoint_path):
+        return (f"Training cancelled during epoch {epoch}. The checkpoint of epoch {epoch - 1} is "
+                f"kept at {checkpoint_path}; set RESUME to it to continue.")
+    return "Training cancelled during the first epoch; no checkpoint was written yet."
+
+
+def _nan_message(epoch, step, parts, lam, task, checkpoint_path):
+    kept = (f" The last good checkpoint is {checkpoint_path} (epoch {epoch - 1})."
+            if epoch > 1 else "")
+    return (f"The loss became NaN/infinite at epoch {epoch}, step {step + 1} (supervised "
+            f"{parts['supervised']}, auxiliary {parts['auxiliary']}). Likely causes: LAMBDA "
+            f"{lam:g} too large for task {task.task_id} (the paper's value is "
+            f"{task.default_lambda:g}), a LEARNING_RATE too high, or image pixels with extreme "
+            f"values that are not declared nodata.{kept}")
+
+
+def _check_output(output_path, config):
+    from .errors import OutputError
+
+    folder = os.path.dirname(os.path.abspath(output_path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise OutputError(f"Cannot write the model to {output_path}: folder {folder} does not "
+                          "exist or is not writable. Choose another OUTPUT_MODEL.")
+    inputs = config.labeled_images + config.labels + config.unlabeled_images
+    for p in (output_path, checkpoint_path_for(output_path)):
+        if any(os.path.abspath(p) == os.path.abspath(i) for i in inputs):
+            raise OutputError(f"OUTPUT_MODEL {output_path} would overwrite the input {p}; "
+                              "choose another file name.")
+
+
+def _load_resume(path, config, reporter):
+    package = load_model(path)
+    if not package.checkpoint:
+        raise ModelFileError(f"RESUME file {path} is a final model without optimizer state; "
+                             "resume from the '.checkpoint' file written beside it.")
+    saved = TrainingConfig.from_dict(package.metadata["training"]["config"])
+    keep = {"labeled_images": config.labeled_images, "labels": config.labels,
+            "unlabeled_images": config.unlabeled_images, "epochs": config.epochs,
+            "device": config.device}
+    differing = [k for k, v in saved.to_dict().items()
+                 if k not in keep and k != "encoder_weights" and getattr(config, k) != v]
+    if differing:
+        reporter.info("Resuming with the checkpoint's settings for: " + ", ".join(differing))
+    for k, v in keep.items():
+        setattr(saved, k, v)
+    done = int(package.checkpoint["epoch"])
+    if done >= saved.epochs:
+        raise InvalidParameterError(f"The checkpoint {path} already completed {done} epochs; set "
+                                    f"EPOCHS above {done} to train further.")
+    meta = package.metadata
+    c = meta["classes"]
+    classes = ClassInfo(c["values"], c["names"], c["colors"], c["nodata"], c.get("pixel_counts", []))
+    state = {"model": package.state_dict, "optimizer": package.checkpoint["optimizer"],
+             "scaler": package.checkpoint.get("scaler")}
+    reporter.info(f"Resuming from {path} after epoch {done}.")
+    return saved, done + 1, list(meta.get("history", [])), meta["normalization"], classes, state

@@ -1,0 +1,96 @@
+"""Checks the training rasters and sets up what the training loop draws from:
+band description, classes, normalisation statistics and the window samplers."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .config import TrainingConfig
+from .errors import InvalidParameterError, RasterError
+from .labels import ClassInfo, ClassMapper, check_label_raster, scan_classes
+from .normalization import compute_statistics
+from .progress import Reporter
+from .rasters import check_same_grid, describe
+from .sampling import WindowSampler
+
+
+@dataclass
+class TrainingData:
+    bands: dict
+    classes: ClassInfo
+    stats: dict
+    labeled: WindowSampler
+    unlabeled: Optional[WindowSampler]
+
+    def close(self) -> None:
+        self.labeled.close()
+        if self.unlabeled is not None:
+            self.unlabeled.close()
+
+
+def describe_bands(config: TrainingConfig) -> dict:
+    """All images must share band count and dtype family; returns the common description."""
+    if not config.labeled_images:
+        raise InvalidParameterError("LABELED_IMAGES is empty: give at least one annotated image.")
+    if len(config.labeled_images) != len(config.labels):
+        raise InvalidParameterError(
+            f"LABELED_IMAGES has {len(config.labeled_images)} rasters but LABELS has "
+            f"{len(config.labels)}; give one label raster per image, in the same order.")
+    images = [describe(p) for p in config.labeled_images + config.unlabeled_images]
+    ref = images[0]
+    for info in images[1:]:
+        if info.count != ref.count:
+            raise RasterError(
+                f"Image {info.path} has {info.count} bands but {ref.path} has {ref.count}; "
+                "all training images must have the same bands in the same order.")
+        if info.dtype_family != ref.dtype_family:
+            raise RasterError(
+                f"Image {info.path} is {info.dtype} but {ref.path} is {ref.dtype}; all "
+                "training images must be of the same data type family (integer or float).")
+    if all(min(i.width, i.height) < config.tile_size for i in images):
+        largest = max(images, key=lambda i: min(i.width, i.height))
+        raise InvalidParameterError(
+            f"TILE_SIZE {config.tile_size} is larger than every training raster (the largest, "
+            f"{largest.name}, is {largest.width}x{largest.height}); choose a TILE_SIZE of at "
+            f"most {min(largest.width, largest.height) // 32 * 32}.")
+    for image, label in zip(config.labeled_images, config.labels):
+        if os.path.abspath(image) == os.path.abspath(label):
+            raise InvalidParameterError(f"{image} is given both as an image and as its label raster.")
+        check_label_raster(label)
+        check_same_grid(describe(image), describe(label), "label raster")
+    return {"count": ref.count, "dtype": ref.dtype, "dtype_family": ref.dtype_family,
+            "nodata": ref.nodata if ref.nodata is None or np.isfinite(ref.nodata) else None}
+
+
+def prepare_training_data(config: TrainingConfig, reporter: Reporter, uses_unlabeled: bool,
+                          stats: Optional[dict] = None,
+                          classes: Optional[ClassInfo] = None) -> TrainingData:
+    bands = describe_bands(config)
+    reporter.info("Scanning label rasters for classes…")
+    scanned = scan_classes(config.labels)
+    if classes is None:
+        classes = scanned
+    elif not set(scanned.values) <= set(classes.values):
+        raise RasterError(
+            f"The label rasters hold class values {sorted(set(scanned.values) - set(classes.values))} "
+            "that the checkpoint being resumed does not know; resume with the same labels.")
+    reporter.info("Classes: " + ", ".join(f"{v}={n}" for v, n in zip(classes.values, classes.names)))
+    if stats is None:
+        rng = np.random.default_rng([config.seed, 7919])
+        stats = compute_statistics(config.labeled_images + config.unlabeled_images, rng)
+    mapper = ClassMapper(classes.values, classes.nodata)
+    # Labeled pairs are drawn in proportion to their labelled pixels.
+    label_weights = [max(n, 1) for n in scanned.raster_pixels]
+    labeled = WindowSampler(config.labeled_images, config.labels, label_weights, config.tile_size,
+                            stats, mapper, config.max_invalid_fraction, config.augment)
+    unlabeled = None
+    if uses_unlabeled and config.unlabeled_images:
+        areas = [describe(p) for p in config.unlabeled_images]
+        unlabeled = WindowSampler(config.unlabeled_images, None, [i.width * i.height for i in areas],
+                                  config.tile_size, stats, None, config.max_invalid_fraction,
+                                  config.augment)
+    return TrainingData(bands, classes, stats, labeled, unlabeled)
+

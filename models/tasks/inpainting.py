@@ -1,0 +1,62 @@
+"""Inpainting (context encoder, paper eq. 6).
+
+prepare() blanks one random c×c square per image (M = 1 there); the network sees
+(1 − M)·x, where 0 is the band mean once the image is normalised, and the
+auxiliary head outputs the image back.  The supervised head sees the same
+blanked input (one forward pass) and keeps its labels.
+
+    Lu = Σ_i M_i v_i ‖x_i − x̂_i‖² / (Σ_i M_i v_i + ε)
+
+i.e. the squared error summed over bands, averaged over the masked valid pixels
+of the batch (‖M‖ = number of masked pixels): only the blanked square counts, in
+the same per-pixel units as the L2 reconstruction loss.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import register
+from ._common import EPS, float32, number
+from .base import AuxiliaryTask, PreparedBatch
+
+
+def random_square_mask(shape, size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B,1,H,W) float mask with one size×size square of ones per image (size clipped to the tile)."""
+    b, _, h, w = shape
+    ch, cw = min(size, h), min(size, w)
+    top = torch.randint(0, h - ch + 1, (b,), generator=generator)
+    left = torch.randint(0, w - cw + 1, (b,), generator=generator)
+    mask = torch.zeros(b, 1, h, w)
+    for i in range(b):
+        mask[i, :, top[i]:top[i] + ch, left[i]:left[i] + cw] = 1.0
+    return mask
+
+
+@register
+class InpaintingTask(AuxiliaryTask):
+    task_id = "inpainting"
+    default_lambda = 5.0
+    description = "inpainting (context encoder)"
+
+    def __init__(self, mask_size: int = 80):
+        self.mask_size = number("mask_size", mask_size, 1, integer=True)
+
+    def hparams(self):
+        return {"mask_size": self.mask_size}
+
+    def head_channels(self, in_channels):
+        return in_channels
+
+    def prepare(self, images, labels, valid, generator=None):
+        mask = random_square_mask(images.shape, self.mask_size, generator).to(images.device)
+        inputs = images * (1 - mask).to(images.dtype)
+        return PreparedBatch(inputs=inputs, targets=images, labels=labels, valid=valid,
+                             extra={"mask": mask})
+
+    def loss(self, out, batch):
+        with float32(out.aux.device):
+            weight = batch.extra["mask"].float() * batch.valid.float()
+            sq = (batch.targets.float() - out.aux.float()).pow(2).sum(dim=1, keepdim=True)
+            return (sq * weight).sum() / (weight.sum() + EPS)
