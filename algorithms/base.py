@@ -34,7 +34,8 @@ class FeedbackReporter(Reporter):
 
 
 class BerundaAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses implement ``run(parameters, context, feedback)`` instead of processAlgorithm."""
+    """Subclasses implement ``compute(parameters, context, feedback)`` instead of
+    processAlgorithm (QgsProcessingAlgorithm already has a ``run``)."""
 
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
@@ -56,14 +57,14 @@ class BerundaAlgorithm(QgsProcessingAlgorithm):
         if missing:
             raise QgsProcessingException(install_hint(missing))
         try:
-            return self.run(parameters, context, feedback)
+            return self.compute(parameters, context, feedback)
         except BerundaError as exc:
             raise QgsProcessingException(str(exc)) from None
         except ImportError as exc:
             raise QgsProcessingException(
                 f"{exc}. {install_hint([getattr(exc, 'name', None) or 'a dependency'])}") from None
 
-    def run(self, parameters, context, feedback):
+    def compute(self, parameters, context, feedback):
         raise NotImplementedError
 
     # --- parameter helpers shared by the algorithms -------------------------------------

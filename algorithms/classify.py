@@ -71,7 +71,7 @@ class ClassifyAlgorithm(BerundaAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_CONFIDENCE, "Confidence", optional=True, createByDefault=False))
 
-    def run(self, parameters, context, feedback):
+    def compute(self, parameters, context, feedback):
         from ..berunda_plugin.styling import ClassStylePostProcessor, write_qml
         from ..engine.inference import classify_raster
         from ..engine.model_file import load_model

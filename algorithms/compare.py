@@ -82,7 +82,7 @@ class CompareAlgorithm(BerundaAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("BEST_MEAN_IOU", "Best mean IoU (%)"))
         self.addOutput(QgsProcessingOutputNumber("SUPERVISED_MEAN_IOU", "Supervised mean IoU (%)"))
 
-    def run(self, parameters, context, feedback):
+    def compute(self, parameters, context, feedback):
         from ..engine.experiment import run_comparison
 
         config = training_config(self, parameters, context, feedback, task="none", lam=None)

@@ -57,7 +57,7 @@ class EvaluateAlgorithm(BerundaAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("MEAN_IOU", "Mean IoU (%)"))
         self.addOutput(QgsProcessingOutputNumber("KAPPA", "Cohen's kappa"))
 
-    def run(self, parameters, context, feedback):
+    def compute(self, parameters, context, feedback):
         from ..engine.evaluation import evaluate_rasters
         from ..engine.report import write_evaluation_csv, write_evaluation_html
 

@@ -44,7 +44,7 @@ class TrainAlgorithm(BerundaAlgorithm):
                            ("FINAL_TRAIN_ACCURACY", "Final training pixel accuracy (%)")):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
-    def run(self, parameters, context, feedback):
+    def compute(self, parameters, context, feedback):
         from ..engine.trainer import train
 
         output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
