@@ -133,7 +133,10 @@ def rasterize_polygons(vector_path: str, class_field: str, image_path: str, out_
     from osgeo import gdal, ogr, osr
 
     gdal.UseExceptions()
-    vds = ogr.Open(vector_path)
+    try:
+        vds = gdal.OpenEx(vector_path, gdal.OF_VECTOR)
+    except RuntimeError:
+        vds = None
     if vds is None:
         raise RasterError(f"Cannot open the polygon label layer {vector_path}.")
     layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)

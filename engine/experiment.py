@@ -1,0 +1,160 @@
+"""The paper's experiment on the user's rasters (berunda:compare): the supervised
+baseline and each auxiliary task at each λ, trained with several seeds on the
+same data and budget, classified and scored on validation pairs."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .comparison_report import write_comparison_csv, write_comparison_html
+from .config import TrainingConfig
+from .errors import Cancelled, InvalidParameterError
+from .progress import Reporter, ScaledReporter
+
+
+@dataclass
+class ComparisonRow:
+    task: str
+    lam: float
+    oa: List[float] = field(default_factory=list)      # per seed, percent
+    miou: List[float] = field(default_factory=list)
+    models: List[str] = field(default_factory=list)
+
+    @property
+    def mode(self) -> str:
+        return "supervised" if self.task == "none" else "semi"
+
+    @property
+    def label(self) -> str:
+        return "supervised" if self.task == "none" else f"{self.task} λ={self.lam:g}"
+
+    # sample std (ddof=1) over seeds, 0 for a single run, as "mean ± std over runs" in the paper
+    oa_mean = property(lambda self: float(np.mean(self.oa)) if self.oa else float("nan"))
+    miou_mean = property(lambda self: float(np.mean(self.miou)) if self.miou else float("nan"))
+    oa_std = property(lambda self: float(np.std(self.oa, ddof=1)) if len(self.oa) > 1 else 0.0)
+    miou_std = property(lambda self: float(np.std(self.miou, ddof=1)) if len(self.miou) > 1 else 0.0)
+
+
+@dataclass
+class ComparisonResult:
+    rows: List[ComparisonRow]
+    table_path: str
+    report_path: str
+    model_folder: Optional[str]
+
+    @property
+    def supervised(self) -> Optional[ComparisonRow]:
+        return next((r for r in self.rows if r.task == "none" and r.miou), None)
+
+    @property
+    def best(self) -> Optional[ComparisonRow]:
+        done = [r for r in self.rows if r.miou]
+        return max(done, key=lambda r: r.miou_mean) if done else None
+
+
+def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[float]]):
+    """[(task, λ)]: the supervised baseline first, then each task at each λ (or its paper λ)."""
+    from .trainer import TASKS
+
+    grid = [("none", 0.0)]
+    for task in tasks:
+        if task == "none":
+            continue
+        if task not in TASKS:
+            raise InvalidParameterError(f"AUX_TASKS: unknown task {task!r}; choose from "
+                                        f"{', '.join(t for t in TASKS if t != 'none')}.")
+        for lam in lambdas or [TASKS[task].default_lambda]:
+            grid.append((task, float(lam)))
+    return grid
+
+
+def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional[Sequence[float]],
+                   runs: int, validation_images: Sequence[str], validation_labels: Sequence[str],
+                   table_path: str, report_path: str, model_folder: Optional[str] = None,
+                   reporter: Optional[Reporter] = None) -> ComparisonResult:
+    from .trainer import train, validate_config
+
+    reporter = reporter or Reporter()
+    if runs < 1:
+        raise InvalidParameterError(f"RUNS must be at least 1 (got {runs}).")
+    if not validation_images or len(validation_images) != len(validation_labels):
+        raise InvalidParameterError(
+            f"VALIDATION_IMAGES ({len(validation_images)}) and VALIDATION_LABELS "
+            f"({len(validation_labels)}) must be non-empty and of the same length.")
+    grid = comparison_grid(tasks, lambdas)
+    for task, lam in grid:   # refuse bad settings before hours of training
+        validate_config(dataclasses.replace(base, aux_task=task, lam=lam))
+    rows = [ComparisonRow(task, lam) for task, lam in grid]
+    keep = model_folder is not None
+    folder = model_folder or tempfile.mkdtemp(prefix="berunda_compare_")
+    os.makedirs(folder, exist_ok=True)
+    total = len(grid) * runs
+    result = ComparisonResult(rows, table_path, report_path, model_folder)
+    settings = {k: v for k, v in base.to_dict().items() if k not in ("aux_task", "lam", "seed")}
+    settings.update(seeds=f"{base.seed}..{base.seed + runs - 1}",
+                    validation=", ".join(os.path.basename(p) for p in validation_images))
+    try:
+        done = 0
+        for run in range(runs):           # seed-major: every row gets a first result early
+            for row in rows:
+                seed = base.seed + run
+                config = dataclasses.replace(base, aux_task=row.task, lam=row.lam, seed=seed)
+                name = f"{row.task}_lambda{row.lam:g}_seed{seed}.pt"
+                sub = ScaledReporter(reporter, done / total, (done + 0.85) / total)
+                reporter.info(f"== {row.label}, seed {seed} ({done + 1}/{total})")
+                model = train(config, os.path.join(folder, name), sub).model_path
+                scores = score_model(model, validation_images, validation_labels, folder,
+                                     ScaledReporter(reporter, (done + 0.85) / total, (done + 1) / total))
+                row.oa.append(scores["overall_accuracy"])
+                row.miou.append(scores["mean_iou"])
+                row.models.append(model)
+                reporter.info(f"   OA {scores['overall_accuracy']:.2f} %, mIoU {scores['mean_iou']:.2f} %")
+                done += 1
+                _write(result, settings)
+    except Cancelled as exc:
+        _write(result, settings)
+        raise Cancelled(f"{exc} The comparison table keeps the finished runs: {table_path}") from None
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            for row in rows:
+                row.models.clear()
+    return result
+
+
+def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], folder: str,
+                reporter: Reporter) -> dict:
+    """Classify each validation image and score the pooled confusion matrix."""
+    from .evaluation import evaluate_rasters
+    from .inference import classify_raster
+    from .metrics import scores_from_confusion
+    from .model_file import load_model
+
+    package = load_model(model_path)
+    classes = package.metadata["classes"]
+    confusion = None
+    for i, (image, label) in enumerate(zip(images, labels)):
+        out = os.path.join(folder, f".validation_{i}.tif")
+        classify_raster(image, package, out, reporter=ScaledReporter(reporter, i / len(images),
+                                                                    (i + 0.9) / len(images)))
+        try:
+            evaluation = evaluate_rasters(out, label, classes=classes)
+        finally:
+            for leftover in (out, out + ".aux.xml"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        confusion = evaluation.confusion if confusion is None else confusion + evaluation.confusion
+    return scores_from_confusion(confusion)
+
+
+def _write(result: ComparisonResult, settings: dict) -> None:
+    rows = [r for r in result.rows if r.miou]
+    write_comparison_csv(rows, result.supervised, result.best, result.table_path)
+    write_comparison_html(rows, result.supervised, result.best, result.report_path,
+                          "Berunda: supervised vs auxiliary tasks", settings)
