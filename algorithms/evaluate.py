@@ -76,10 +76,8 @@ class EvaluateAlgorithm(BerundaAlgorithm):
             write_evaluation_csv(result, table)
             outputs[self.OUTPUT_TABLE] = table
         scores = result.scores
-        feedback.pushInfo(f"OA {scores['overall_accuracy']:.2f} %, mIoU {scores['mean_iou']:.2f} %, "
-                          f"kappa {scores['kappa']:.4f}")
-        outputs.update(OVERALL_ACCURACY=scores["overall_accuracy"], MEAN_IOU=scores["mean_iou"],
-                       KAPPA=scores["kappa"])
+        outputs.update(OVERALL_ACCURACY=scores.overall_accuracy, MEAN_IOU=scores.mean_iou,
+                       KAPPA=scores.kappa)
         return outputs
 
     def _truth_path(self, parameters, context, feedback, prediction):

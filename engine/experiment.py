@@ -133,12 +133,12 @@ def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], f
     """Classify each validation image and score the pooled confusion matrix."""
     from .evaluation import evaluate_rasters
     from .inference import classify_raster
-    from .metrics import scores_from_confusion
+    from .metrics import compute_scores
     from .model_file import load_model
 
     package = load_model(model_path)
     classes = package.metadata["classes"]
-    confusion = None
+    pooled = {}   # (truth value, predicted value) -> pixels, over all validation images
     for i, (image, label) in enumerate(zip(images, labels)):
         out = os.path.join(folder, f".validation_{i}.tif")
         classify_raster(image, package, out, reporter=ScaledReporter(reporter, i / len(images),
@@ -149,8 +149,16 @@ def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], f
             for leftover in (out, out + ".aux.xml"):
                 if os.path.exists(leftover):
                     os.remove(leftover)
-        confusion = evaluation.confusion if confusion is None else confusion + evaluation.confusion
-    return scores_from_confusion(confusion)
+        for i_t, tv in enumerate(evaluation.values):
+            for i_p, pv in enumerate(evaluation.values):
+                pooled[(tv, pv)] = pooled.get((tv, pv), 0) + int(evaluation.matrix[i_t, i_p])
+    values = sorted({v for pair in pooled for v in pair})
+    index = {v: i for i, v in enumerate(values)}
+    matrix = np.zeros((len(values), len(values)), np.int64)
+    for (tv, pv), n in pooled.items():
+        matrix[index[tv], index[pv]] += n
+    scores = compute_scores(matrix)
+    return {"overall_accuracy": scores.overall_accuracy, "mean_iou": scores.mean_iou}
 
 
 def _write(result: ComparisonResult, settings: dict) -> None:

@@ -114,13 +114,13 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     data = prepare_training_data(config, reporter, semi, stats, classes)
     try:
         return _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
-                    start_epoch, history, state)
+                    start_epoch, history, state, resume)
     finally:
         data.close()
 
 
 def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
-         start_epoch, history, state) -> TrainingResult:
+         start_epoch, history, state, resumed_from=None) -> TrainingResult:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
     arch = describe_network(bands, len(data.classes.values), config.encoder,
@@ -152,8 +152,13 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
+    # (path, epoch) of the newest complete checkpoint: what to RESUME from after a cancel/NaN
+    # (a resumed run's own checkpoint exists only once its first epoch is done).
+    last_checkpoint = (resumed_from, start_epoch - 1) if resumed_from else None
     steps = math.ceil(config.samples_per_epoch / config.batch_size)
-    micro = [config.batch_size]   # compute batch; halved on CUDA out-of-memory
+    # Tiles per forward pass: the whole step (labeled + unlabeled together, so batch norm
+    # and the loss means see one batch) until CUDA runs out of memory; then halved.
+    micro = [None]
     reporter.info(f"Training {task.task_id} (λ={lam:g}, {'semi-supervised' if semi else 'supervised'}) "
                   f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
                   f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
@@ -176,13 +181,13 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
         t0, seen = time.perf_counter(), 0
         for step, (images, labels, valid) in enumerate(prefetch(produce, steps)):
             if reporter.cancelled():
-                raise TrainingCancelled(_cancel_message(epoch, checkpoint_path))
+                raise TrainingCancelled(_cancel_message(epoch, last_checkpoint))
             batch = [torch.from_numpy(a) for a in (images, labels, valid)]
             parts = _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp,
                           micro, reporter)
             loss = parts["supervised"] + lam * parts["auxiliary"]
             if not math.isfinite(loss):
-                raise NonFiniteLossError(_nan_message(epoch, step, parts, lam, task, checkpoint_path))
+                raise NonFiniteLossError(_nan_message(epoch, step, parts, lam, task, last_checkpoint))
             for k in ("supervised", "auxiliary", "correct", "labelled"):
                 totals[k] += parts[k]
             totals["loss"] += loss
@@ -197,7 +202,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             "train_accuracy": totals["correct"] / max(totals["labelled"], 1),
             "samples_per_s": seen / seconds if seconds > 0 else 0.0,
             "seconds": seconds,
-            "batch_size": micro[0],
+            "batch_size": micro[0] or images.shape[0],
         }
         history.append(record)
         reporter.info(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f} "
@@ -207,6 +212,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
         checkpoint = {"epoch": epoch, "optimizer": optimizer.state_dict(),
                       "scaler": scaler.state_dict() if use_amp else {}}
         save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
+        last_checkpoint = (checkpoint_path, epoch)
     save_model(output_path, ModelPackage(metadata(), net.state_dict()))
     reporter.info(f"Model written to {output_path} (checkpoint for RESUME: {checkpoint_path})")
     return TrainingResult(output_path, checkpoint_path, history)
@@ -216,15 +222,16 @@ def _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp, 
     """One optimizer step over the batch, split into micro-batches if CUDA memory ran out."""
     images, labels, valid = batch
     n = images.shape[0]
+    # Prepared once (on the whole batch, on the CPU): an out-of-memory retry reuses the same
+    # masks/shuffles, so the random stream does not depend on the split.
+    prepared = task.prepare(images, labels, valid, gen) if semi else None
     while True:
+        size = micro[0] or n
         try:
             optimizer.zero_grad(set_to_none=True)
             parts = {"supervised": 0.0, "auxiliary": 0.0, "correct": 0, "labelled": 0}
-            # Same random task preparation whatever the split: prepare on the whole batch.
-            if semi:
-                prepared = task.prepare(images, labels, valid, gen)
-            for start in range(0, n, micro[0]):
-                sl = slice(start, min(n, start + micro[0]))
+            for start in range(0, n, size):
+                sl = slice(start, min(n, start + size))
                 share = (sl.stop - sl.start) / n
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     if semi:
@@ -251,9 +258,9 @@ def _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp, 
                 scaler.update()
             return parts
         except torch.cuda.OutOfMemoryError:
-            if micro[0] == 1:
+            if size == 1:
                 raise
-            micro[0] = max(1, micro[0] // 2)
+            micro[0] = max(1, size // 2)
             optimizer.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -269,16 +276,17 @@ def _slice_prepared(prepared, sl, device):
                          move(prepared.valid), {k: move(v) for k, v in prepared.extra.items()})
 
 
-def _cancel_message(epoch, checkpoint_path):
-    if epoch > 1 and os.path.exists(checkpoint_path):
-        return (f"Training cancelled during epoch {epoch}. The checkpoint of epoch {epoch - 1} is "
-                f"kept at {checkpoint_path}; set RESUME to it to continue.")
+def _cancel_message(epoch, last_checkpoint):
+    if last_checkpoint:
+        path, done = last_checkpoint
+        return (f"Training cancelled during epoch {epoch}. The checkpoint of epoch {done} is "
+                f"kept at {path}; set RESUME to it to continue.")
     return "Training cancelled during the first epoch; no checkpoint was written yet."
 
 
-def _nan_message(epoch, step, parts, lam, task, checkpoint_path):
-    kept = (f" The last good checkpoint is {checkpoint_path} (epoch {epoch - 1})."
-            if epoch > 1 else "")
+def _nan_message(epoch, step, parts, lam, task, last_checkpoint):
+    kept = (f" The last good checkpoint is {last_checkpoint[0]} (epoch {last_checkpoint[1]})."
+            if last_checkpoint else "")
     return (f"The loss became NaN/infinite at epoch {epoch}, step {step + 1} (supervised "
             f"{parts['supervised']}, auxiliary {parts['auxiliary']}). Likely causes: LAMBDA "
             f"{lam:g} too large for task {task.task_id} (the paper's value is "
