@@ -4,7 +4,7 @@ PY := .venv/bin/python
 DATA ?= $(abspath ../shared/data/dubai)
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean package model
 
 setup:
 	bash scripts/setup.sh
@@ -18,6 +18,14 @@ demo: setup
 bench: setup
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_inference.py
+
+# dist/berunda-<version>.zip, ready for Plugins > Install from ZIP (no set-up needed).
+package:
+	python3 scripts/package.py
+
+# Regenerate resources/models/berunda_train_classify_evaluate.model3 (the modeler example).
+model:
+	$(PY) scripts/make_model.py
 
 clean:
 	rm -rf .build out .pytest_cache

@@ -8,11 +8,14 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProces
                        QgsRasterLayer)
 from qgis.PyQt.QtGui import QIcon
 
-from ..berunda_plugin.dependencies import missing_packages, install_hint
+from ..berunda_plugin.dependencies import (DependencyError, first_use_messages, install_hint,
+                                           missing_packages)
 from ..engine.errors import BerundaError
 from ..engine.progress import Reporter
 
-ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
+RESOURCES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources")
+ICON = os.path.join(RESOURCES, "icon.svg")
+ICONS_DIR = os.path.join(RESOURCES, "icons")
 
 
 class FeedbackReporter(Reporter):
@@ -37,6 +40,12 @@ class BerundaAlgorithm(QgsProcessingAlgorithm):
     """Subclasses implement ``compute(parameters, context, feedback)`` instead of
     processAlgorithm (QgsProcessingAlgorithm already has a ``run``)."""
 
+    #: resources/icons/<ICON_NAME>.svg; None = the algorithm's name(); the provider icon
+    #: when there is no such file.
+    ICON_NAME = None
+    #: False for the set-up algorithms, which must run while torch & co. are missing.
+    REQUIRES_DEPENDENCIES = True
+
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
 
@@ -47,15 +56,25 @@ class BerundaAlgorithm(QgsProcessingAlgorithm):
         return "segmentation"
 
     def icon(self):
-        return QIcon(ICON)
+        return QIcon(self.svgIconPath())
 
     def svgIconPath(self):  # noqa: N802
-        return ICON
+        path = os.path.join(ICONS_DIR, f"{self.ICON_NAME or self.name()}.svg")
+        return path if os.path.isfile(path) else ICON
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        missing = missing_packages()
-        if missing:
-            raise QgsProcessingException(install_hint(missing))
+        if self.REQUIRES_DEPENDENCIES:
+            missing = missing_packages()
+            if missing:
+                raise QgsProcessingException(install_hint(missing))
+            try:
+                infos, warnings = first_use_messages()
+            except DependencyError as exc:
+                raise QgsProcessingException(str(exc)) from None
+            for line in infos if feedback is not None else ():
+                feedback.pushInfo(line)
+            for line in warnings if feedback is not None else ():
+                feedback.pushWarning(line)
         try:
             return self.compute(parameters, context, feedback)
         except BerundaError as exc:

@@ -52,6 +52,8 @@ def qgis_app():
     from berunda.berunda_plugin.provider import BerundaProvider
 
     registry = QgsApplication.processingRegistry()
-    if registry.providerById("berunda") is None:
-        registry.addProvider(BerundaProvider())
+    provider = registry.providerById("berunda")
+    if provider is None:
+        provider = BerundaProvider()   # keep a Python reference: the registry does not
+        registry.addProvider(provider)
     yield app

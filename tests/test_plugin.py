@@ -45,8 +45,9 @@ assert QgsApplication.processingRegistry().providerById('berunda') is None
                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["algorithms"] == ["berunda:classify", "berunda:compare", "berunda:evaluate",
-                                    "berunda:train"]
+    assert result["algorithms"] == ["berunda:classify", "berunda:compare", "berunda:diagnostics",
+                                    "berunda:evaluate", "berunda:install_dependencies",
+                                    "berunda:train", "berunda:train_classify_evaluate"]
     assert result["heavy"] == []
 
 

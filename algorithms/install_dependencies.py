@@ -1,0 +1,153 @@
+"""berunda:install_dependencies — pip-install torch, segmentation-models-pytorch and
+rasterio into Berunda's own package folder, for the Python that runs QGIS."""
+from __future__ import annotations
+
+import os
+import time
+
+from qgis.core import (QgsProcessingException, QgsProcessingOutputFile,
+                       QgsProcessingOutputFolder, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile)
+
+from ..berunda_plugin import dependencies, installer
+from .base import BerundaAlgorithm
+
+
+class InstallDependenciesAlgorithm(BerundaAlgorithm):
+    TARGET_FOLDER = "TARGET_FOLDER"
+    REQUIREMENTS = "REQUIREMENTS"
+    TORCH_BUILD = "TORCH_BUILD"
+    LOG = "LOG"
+    REQUIRES_DEPENDENCIES = False
+
+    def name(self):
+        return "install_dependencies"
+
+    def displayName(self):  # noqa: N802
+        return "Install dependencies (torch, segmentation-models-pytorch, rasterio)"
+
+    def group(self):
+        return "Set-up"
+
+    def groupId(self):  # noqa: N802
+        return "setup"
+
+    def shortHelpString(self):  # noqa: N802
+        return (
+            "Installs the Python packages Berunda computes with — torch, "
+            "segmentation-models-pytorch, rasterio, at the versions in Berunda's requirements "
+            "file — with pip, for the Python that runs QGIS, into a folder that belongs to Berunda "
+            "(added to Python's path when the plugin loads). Nothing QGIS ships is upgraded: numpy "
+            "stays below 2 and at the version QGIS runs with, and so do the GDAL bindings. Needs "
+            "an internet connection (torch is large: allow some minutes). The pip log is shown "
+            "while it runs; Cancel stops pip. Restart QGIS afterwards if Berunda had already "
+            "failed to load a package.<br>"
+            "<b>TARGET_FOLDER</b>: where the packages go (default: Berunda's package folder in "
+            f"your QGIS profile, or ${dependencies.PACKAGES_ENV} when set).<br>"
+            "<b>REQUIREMENTS</b>: pip requirements file (default: the plugin's "
+            "requirements/requirements.txt).<br>"
+            "<b>TORCH_BUILD</b>: auto (cuda when an NVIDIA GPU is present, i.e. nvidia-smi is "
+            "found, else cpu), cpu (PyTorch's small CPU-only wheels) or cuda (GPU build).<br>"
+            "Outputs: <b>TARGET_FOLDER</b> and <b>LOG</b>, the pip log file.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(self.advanced(QgsProcessingParameterFile(
+            self.TARGET_FOLDER, "Install into folder", QgsProcessingParameterFile.Folder,
+            defaultValue=dependencies.package_folder(), optional=True)))
+        self.addParameter(self.advanced(QgsProcessingParameterFile(
+            self.REQUIREMENTS, "pip requirements file", extension="txt",
+            defaultValue=dependencies.REQUIREMENTS_FILE, optional=True)))
+        self.addParameter(self.advanced(QgsProcessingParameterEnum(
+            self.TORCH_BUILD, "torch build", installer.TORCH_BUILDS, defaultValue="auto",
+            usesStaticStrings=True)))
+        self.addOutput(QgsProcessingOutputFolder(self.TARGET_FOLDER, "Package folder"))
+        self.addOutput(QgsProcessingOutputFile(self.LOG, "pip log"))
+
+    def compute(self, parameters, context, feedback):
+        target = (self.parameterAsFile(parameters, self.TARGET_FOLDER, context) or "").strip()
+        target = target or dependencies.package_folder()
+        requirements = (self.parameterAsFile(parameters, self.REQUIREMENTS, context) or "").strip()
+        requirements = os.path.abspath(requirements or dependencies.REQUIREMENTS_FILE)
+        if not os.path.isfile(requirements):
+            raise QgsProcessingException(
+                f"REQUIREMENTS: {requirements} does not exist. Give a pip requirements file, or "
+                f"leave it empty for Berunda's own ({dependencies.REQUIREMENTS_FILE}).")
+        try:
+            build = installer.resolve_torch_build(
+                self.parameterAsEnumString(parameters, self.TORCH_BUILD, context))
+            target = installer.check_target(target)
+        except installer.InstallError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+        python = dependencies.python_executable()
+        # The log and the generated constraints stay beside the packages (a temporary folder
+        # would vanish with qgis_process), so the manual command below keeps working.
+        logs = installer.log_folder(target)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        log_path = os.path.join(logs, f"pip-install-{stamp}.log")
+        pins = installer.qgis_pins()
+        generated = installer.write_constraints(os.path.join(logs, "qgis-constraints.txt"), pins)
+        cmd = installer.pip_command(python, target, requirements,
+                                    [dependencies.CONSTRAINTS_FILE, generated],
+                                    installer.torch_index_args(build, requirements))
+        command = installer.format_command(cmd)
+        manual = (f"To install by hand, run in a terminal (with the Python that runs QGIS):\n"
+                  f"    {command}\nthen restart QGIS.")
+        try:
+            pip_version = installer.check_pip(python)
+        except installer.InstallError as exc:
+            raise QgsProcessingException(f"{exc}\n{manual}") from None
+
+        feedback.pushInfo(f"Python: {python} ({pip_version})")
+        feedback.pushInfo(f"Installing into: {target}")
+        feedback.pushInfo(f"torch build: {build}")
+        feedback.pushInfo("Kept at QGIS's versions: " + ", ".join(f"{k}=={v}" for k, v in pins.items())
+                          + " (and numpy<2)")
+        feedback.pushInfo(f"Running: {command}")
+        feedback.pushInfo(f"pip log: {log_path}")
+        with open(generated, encoding="utf-8") as handle:
+            generated_text = handle.read()
+        header = (f"# berunda:install_dependencies\n# command: {command}\n# torch build: {build}\n"
+                  f"# constraints {dependencies.CONSTRAINTS_FILE} and {generated}:\n"
+                  + "".join(f"#   {line}\n" for line in generated_text.splitlines()))
+        feedback.setProgress(5)
+        progress = [5.0]
+        tail = []
+
+        def on_line(line):
+            tail.append(line)
+            del tail[:-20]
+            feedback.pushConsoleInfo(line)
+            progress[0] = installer.progress_from_line(line, progress[0])
+            feedback.setProgress(progress[0])
+
+        start = time.monotonic()
+        try:
+            code = installer.run_streaming(cmd, log_path, on_line, feedback.isCanceled, header)
+        except installer.Cancelled as exc:
+            raise QgsProcessingException(f"{exc} The pip log: {log_path}") from None
+        except OSError as exc:
+            raise QgsProcessingException(f"Cannot start pip ({exc}).\n{manual}") from None
+        if code != 0:
+            raise QgsProcessingException(
+                f"pip failed (exit code {code}) after {installer.elapsed(start)}. Its last lines:\n"
+                + "\n".join(tail[-8:]) + f"\nThe whole pip log: {log_path}\n"
+                "Check the internet connection and the messages above (a version that does not "
+                "exist for your platform or Python, a conflict with the numpy or GDAL versions QGIS "
+                "ships, a proxy, no disk space). " + manual)
+        feedback.setProgress(100)
+        feedback.pushInfo(f"Installed in {installer.elapsed(start)} into {target}.")
+        if os.path.realpath(target) == os.path.realpath(dependencies.package_folder()):
+            dependencies.add_package_folder_to_path(target)
+            missing = dependencies.missing_packages()
+            if missing:
+                feedback.pushWarning("Still not importable: " + ", ".join(missing)
+                                     + ". Restart QGIS and run berunda:diagnostics.")
+            else:
+                feedback.pushInfo("All of Berunda's dependencies are found. If one of them was "
+                                  "already loaded in an older version, restart QGIS.")
+        else:
+            feedback.pushInfo(f"{target} is not Berunda's package folder "
+                              f"({dependencies.package_folder()}): add it to PYTHONPATH or set "
+                              f"{dependencies.PACKAGES_ENV}={target} for QGIS to use it.")
+        return {self.TARGET_FOLDER: target, self.LOG: log_path}
