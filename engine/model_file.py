@@ -67,6 +67,10 @@ def load_model(path: str) -> ModelPackage:
     """Load and validate a model or checkpoint; raise ModelFileError with the reason."""
     if not os.path.isfile(path):
         raise ModelFileError(f"Model file {path} does not exist.")
+    if not zipfile.is_zipfile(path):   # torch.save writes zip archives; garbage, truncated
+        raise ModelFileError(            # downloads and other formats stop here
+            f"{path} is not a readable Berunda model (truncated or another format). "
+            "Use the file written by berunda:train.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -75,7 +79,8 @@ def load_model(path: str) -> ModelPackage:
             f"that could run code when opened ({str(exc).splitlines()[0]}). "
             "Only load models you trained with Berunda."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError,
+            KeyError, TypeError) as exc:   # what a damaged archive's pickle can raise
         raise ModelFileError(
             f"{path} is not a readable Berunda model (truncated or another format: {exc}). "
             "Use the file written by berunda:train."
