@@ -98,32 +98,13 @@ def scan_classes(label_paths: Sequence[str]) -> ClassInfo:
 
 
 def _names_and_colors(path: str, values: List[int]):
+    """The label raster's category names / colour table where it has them, else defaults."""
+    from .categories import class_labels
     from .palette import default_color
 
-    names = {v: f"class {v}" for v in values}
-    colors = {v: default_color(i) for i, v in enumerate(values)}
-    with open_raster(path) as ds:
-        try:
-            cmap = ds.colormap(1)
-            for v in values:
-                if v in cmap:
-                    colors[v] = "#%02X%02X%02X" % tuple(cmap[v][:3])
-        except ValueError:
-            pass  # no colour table
-    try:
-        from osgeo import gdal
-
-        gds = gdal.Open(path)
-        band = gds.GetRasterBand(1) if gds else None
-        if band is not None:
-            band.GetMetadata()   # GTiff loads the .aux.xml (category names) lazily
-        cats = band.GetCategoryNames() if band is not None else None
-        for v in values:
-            if cats and 0 <= v < len(cats) and cats[v]:
-                names[v] = cats[v]
-    except ImportError:
-        pass
-    return [names[v] for v in values], [colors[v] for v in values]
+    names, colors = class_labels(path, values)
+    return ([names.get(v, f"class {v}") for v in values],
+            [colors.get(v, default_color(i)) for i, v in enumerate(values)])
 
 
 def rasterize_polygons(vector_path: str, class_field: str, image_path: str, out_path: str,
