@@ -21,6 +21,7 @@ from ..models import IGNORE_INDEX
 from ..models.losses import supervised_loss
 from ..models.network import BerundaNetLate, describe_network
 from ..models.tasks import TASKS, get_task
+from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
@@ -213,6 +214,9 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
                       "scaler": scaler.state_dict() if use_amp else {}}
         save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
         last_checkpoint = (checkpoint_path, epoch)
+    # Checkpoints keep the raw running statistics (exact resume); the final model gets
+    # statistics recomputed with its final weights.
+    recalibrate_batch_norm(net, data, config, semi, device, forward_batch=micro[0])
     save_model(output_path, ModelPackage(metadata(), net.state_dict()))
     reporter.info(f"Model written to {output_path} (checkpoint for RESUME: {checkpoint_path})")
     return TrainingResult(output_path, checkpoint_path, history)
