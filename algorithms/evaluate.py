@@ -65,10 +65,15 @@ class EvaluateAlgorithm(BerundaAlgorithm):
         truth = self._truth_path(parameters, context, feedback, prediction)
         report = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         table = self.parameterAsFileOutput(parameters, self.OUTPUT_TABLE, context) or None
-        for path in (report, table):
+        for name, path in ((self.OUTPUT_REPORT, report), (self.OUTPUT_TABLE, table)):
             if path and os.path.abspath(path) in (os.path.abspath(prediction), os.path.abspath(truth)):
-                raise QgsProcessingException(f"Output {path} would overwrite an input; choose "
+                raise QgsProcessingException(f"{name} {path} would overwrite an input; choose "
                                              "another file name.")
+            folder = os.path.dirname(os.path.abspath(path)) if path else None
+            if folder and (not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK)):
+                raise QgsProcessingException(
+                    f"{name}: cannot write {path}: the folder {folder} does not exist or is not "
+                    "writable. Choose another file name.")
         result = evaluate_rasters(prediction, truth, reporter=FeedbackReporter(feedback))
         write_evaluation_html(result, report)
         outputs = {self.OUTPUT_REPORT: report}

@@ -90,7 +90,8 @@ def scan_classes(label_paths: Sequence[str]) -> ClassInfo:
     if len(counts) < 2:
         only = next(iter(counts))
         raise DataError(
-            f"The label rasters hold a single class (value {only}); training needs at least 2 "
+            f"The label rasters hold a single class (value {only}): "
+            f"{', '.join(os.path.basename(p) for p in label_paths)}; training needs at least 2 "
             "classes. Add labelled areas of other classes.")
     values = sorted(counts)
     names, colors = _names_and_colors(label_paths[0], values)
