@@ -114,3 +114,15 @@ def raster_file(layer, name: str) -> str:
             f"{name}: layer {layer.name()} is not a raster file ({path}). Berunda reads rasters "
             "from files: save it first (right-click > Export > Save As… GeoTIFF).")
     return path
+
+
+class SetupAlgorithm(BerundaAlgorithm):
+    """Algorithms that set Berunda up: they run without torch & co."""
+
+    REQUIRES_DEPENDENCIES = False
+
+    def group(self):
+        return "Set-up"
+
+    def groupId(self):  # noqa: N802
+        return "setup"

@@ -13,7 +13,7 @@ from qgis.core import (Qgis, QgsProcessingOutputString, QgsProcessingParameterFi
 
 from ..berunda_plugin import dependencies
 from ..berunda_plugin.installer import qgis_pins
-from .base import BerundaAlgorithm
+from .base import SetupAlgorithm
 
 Section = Tuple[str, List[Tuple[str, str]]]
 
@@ -180,22 +180,15 @@ def as_html(sections: List[Section], problems: List[str]) -> str:
     return "\n".join(out)
 
 
-class DiagnosticsAlgorithm(BerundaAlgorithm):
+class DiagnosticsAlgorithm(SetupAlgorithm):
     OUTPUT_REPORT = "OUTPUT_REPORT"
     REPORT = "REPORT"
-    REQUIRES_DEPENDENCIES = False
 
     def name(self):
         return "diagnostics"
 
     def displayName(self):  # noqa: N802
         return "Diagnostics (versions, GPU, memory)"
-
-    def group(self):
-        return "Set-up"
-
-    def groupId(self):  # noqa: N802
-        return "setup"
 
     def shortHelpString(self):  # noqa: N802
         return (

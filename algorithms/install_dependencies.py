@@ -10,27 +10,20 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputFile,
                        QgsProcessingParameterFile)
 
 from ..berunda_plugin import dependencies, installer
-from .base import BerundaAlgorithm
+from .base import SetupAlgorithm
 
 
-class InstallDependenciesAlgorithm(BerundaAlgorithm):
+class InstallDependenciesAlgorithm(SetupAlgorithm):
     TARGET_FOLDER = "TARGET_FOLDER"
     REQUIREMENTS = "REQUIREMENTS"
     TORCH_BUILD = "TORCH_BUILD"
     LOG = "LOG"
-    REQUIRES_DEPENDENCIES = False
 
     def name(self):
         return "install_dependencies"
 
     def displayName(self):  # noqa: N802
         return "Install dependencies (torch, segmentation-models-pytorch, rasterio)"
-
-    def group(self):
-        return "Set-up"
-
-    def groupId(self):  # noqa: N802
-        return "setup"
 
     def shortHelpString(self):  # noqa: N802
         return (
