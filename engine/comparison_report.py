@@ -71,12 +71,15 @@ def _lambda_plot(rows, supervised):
             by_task.setdefault(row.task, []).append(row)
     if not any(len(v) > 1 for v in by_task.values()):
         return None
-    import matplotlib
+    # The object-oriented API with its own Agg canvas: no pyplot, so QGIS's (or another
+    # plugin's) matplotlib backend is left alone and nothing global is touched from the
+    # Processing worker thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for task, task_rows in sorted(by_task.items()):
         task_rows = sorted(task_rows, key=lambda r: r.lam)
         ax.errorbar([max(r.lam, 1e-3) for r in task_rows], [r.miou_mean for r in task_rows],
@@ -91,5 +94,4 @@ def _lambda_plot(rows, supervised):
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -108,12 +108,20 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
                 name = f"{row.task}_lambda{row.lam:g}_seed{seed}.pt"
                 sub = ScaledReporter(reporter, done / total, (done + 0.85) / total)
                 reporter.info(f"== {row.label}, seed {seed} ({done + 1}/{total})")
-                model = train(config, os.path.join(folder, name), sub).model_path
+                trained = train(config, os.path.join(folder, name), sub)
+                model = trained.model_path
+                # A finished run is never resumed: its checkpoint (weights + optimizer state,
+                # ~3x the model) would only fill the disk, run after run.
+                _remove(trained.checkpoint_path)
                 scores = score_model(model, validation_images, validation_labels, folder,
-                                     ScaledReporter(reporter, (done + 0.85) / total, (done + 1) / total))
+                                     ScaledReporter(reporter, (done + 0.85) / total, (done + 1) / total),
+                                     device=base.device)
                 row.oa.append(scores["overall_accuracy"])
                 row.miou.append(scores["mean_iou"])
-                row.models.append(model)
+                if keep:
+                    row.models.append(model)
+                else:
+                    _remove(model)
                 reporter.info(f"   OA {scores['overall_accuracy']:.2f} %, mIoU {scores['mean_iou']:.2f} %")
                 done += 1
                 _write(result, settings)
@@ -129,8 +137,9 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
 
 
 def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], folder: str,
-                reporter: Reporter) -> dict:
-    """Classify each validation image and score the pooled confusion matrix."""
+                reporter: Reporter, device: str = "auto") -> dict:
+    """Classify each validation image (on the training's device) and score the pooled
+    confusion matrix."""
     from .evaluation import evaluate_rasters
     from .inference import classify_raster
     from .metrics import compute_scores
@@ -141,8 +150,8 @@ def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], f
     pooled = {}   # (truth value, predicted value) -> pixels, over all validation images
     for i, (image, label) in enumerate(zip(images, labels)):
         out = os.path.join(folder, f".validation_{i}.tif")
-        classify_raster(image, package, out, reporter=ScaledReporter(reporter, i / len(images),
-                                                                    (i + 0.9) / len(images)))
+        classify_raster(image, package, out, device=device,
+                        reporter=ScaledReporter(reporter, i / len(images), (i + 0.9) / len(images)))
         try:
             evaluation = evaluate_rasters(out, label, classes=classes)
         finally:
@@ -159,6 +168,13 @@ def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], f
         matrix[index[tv], index[pv]] += n
     scores = compute_scores(matrix)
     return {"overall_accuracy": scores.overall_accuracy, "mean_iou": scores.mean_iou}
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _write(result: ComparisonResult, settings: dict) -> None:

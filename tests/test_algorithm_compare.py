@@ -1,0 +1,234 @@
+"""berunda:compare through processing.run in a real QgsApplication, on real Dubai
+imagery with tiny budgets: Table 1 (one row per (task, λ), mean ± std over seeds,
+best row, gains), the λ plot, progress over the whole grid, cancel keeping the
+finished rows, and the kept models.  The expensive runs are module-scoped."""
+import base64
+import csv
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from helpers import TINY, image, label
+
+TASKS = ["l1", "kmeans", "inpainting"]
+PAPER_LAMBDA = {"l1": 0.5, "kmeans": 1.0, "inpainting": 5.0}
+RUNS = 2
+
+
+def crop(src, dst, window):
+    with rasterio.open(src) as ds:
+        profile = ds.profile
+        profile.update(width=window.width, height=window.height,
+                       transform=ds.window_transform(window), driver="GTiff", compress="deflate")
+        profile.pop("photometric", None)
+        data = ds.read(window=window)
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def validation(tmp_path_factory):
+    """A 128x128 window of scene 7 (unseen in training) holding all five classes."""
+    folder = tmp_path_factory.mktemp("validation")
+    window = Window(576, 448, 128, 128)
+    return ([crop(image("scene7_part1"), folder / "s7.tif", window)],
+            [crop(label("scene7_part1"), folder / "s7_label.tif", window)])
+
+
+def base_params(validation, folder, **extra):
+    return dict(TINY, LABELED_IMAGES=[image("scene1_part1")], LABELS=[label("scene1_part1")],
+                UNLABELED_IMAGES=[image("scene2_part1")], VALIDATION_IMAGES=validation[0],
+                VALIDATION_LABELS=validation[1], OUTPUT_TABLE=str(folder / "table.csv"),
+                OUTPUT_REPORT=str(folder / "report.html"), **extra)
+
+
+class RecordingFeedback:
+    """A QgsProcessingFeedback that logs progress and info lines and can cancel itself
+    once ``cancel_after`` runs have been scored."""
+
+    def __new__(cls, cancel_after=None):
+        from qgis.core import QgsProcessingFeedback
+
+        class Feedback(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.progress_values, self.lines, self.scored = [], [], 0
+                self.progress_at_scores = []   # progress (%) when each run's score was logged
+                self.progressChanged.connect(self.progress_values.append)
+
+            def pushInfo(self, info):  # noqa: N802 (QGIS API)
+                super().pushInfo(info)
+                self.lines.append(info)
+                if info.strip().startswith("OA "):
+                    self.scored += 1
+                    self.progress_at_scores.append(self.progress())
+                    if cancel_after is not None and self.scored >= cancel_after:
+                        self.cancel()
+
+        return Feedback()
+
+
+def run_compare(params, feedback=None):
+    import processing
+    from qgis.core import QgsProcessingContext
+
+    return processing.run("berunda:compare", params, context=QgsProcessingContext(),
+                          feedback=feedback)
+
+
+def read_table(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def grid_run(qgis_app, validation, tmp_path_factory):
+    """Supervised + 3 tasks at their paper λ, 2 seeds each, models kept."""
+    folder = tmp_path_factory.mktemp("compare")
+    feedback = RecordingFeedback()
+    params = base_params(validation, folder, AUX_TASKS=TASKS, RUNS=RUNS,
+                         OUTPUT_FOLDER=str(folder / "models"))
+    result = run_compare(params, feedback)
+    return result, folder, feedback
+
+
+def test_table_has_one_row_per_task_with_mean_and_std_over_seeds(grid_run):
+    result, folder, _ = grid_run
+    assert result["OUTPUT_TABLE"] == str(folder / "table.csv")
+    rows = read_table(result["OUTPUT_TABLE"])
+    assert [(r["mode"], r["aux"]) for r in rows] == [("supervised", "none")] + [
+        ("semi", t) for t in TASKS]
+    assert rows[0]["lambda"] == ""
+    assert [float(r["lambda"]) for r in rows[1:]] == [PAPER_LAMBDA[t] for t in TASKS]
+    for row in rows:
+        assert int(row["runs"]) == RUNS
+        for metric in ("oa", "miou"):
+            seeds = [float(v) for v in row[f"seeds_{metric}"].split()]
+            assert len(seeds) == RUNS
+            assert all(0 <= v <= 100 for v in seeds)
+            # per-seed values are printed to 2 decimals: allow for that rounding
+            assert float(row[f"{metric}_mean"]) == pytest.approx(statistics.mean(seeds), abs=0.011)
+            assert float(row[f"{metric}_std"]) == pytest.approx(statistics.stdev(seeds), abs=0.011)
+
+
+def test_exactly_one_best_row_and_gains_over_supervised(grid_run):
+    result, _, _ = grid_run
+    rows = read_table(result["OUTPUT_TABLE"])
+    best = [r for r in rows if r["best"] == "yes"]
+    assert len(best) == 1
+    assert all(r["best"] == "" for r in rows if r is not best[0])
+    assert float(best[0]["miou_mean"]) == max(float(r["miou_mean"]) for r in rows)
+    supervised = rows[0]
+    assert supervised["oa_gain"] == supervised["miou_gain"] == ""
+    for row in rows[1:]:
+        for metric in ("oa", "miou"):
+            gain = float(row[f"{metric}_mean"]) - float(supervised[f"{metric}_mean"])
+            assert float(row[f"{metric}_gain"]) == pytest.approx(gain, abs=0.011)
+    # the numeric outputs name the same rows
+    label = "supervised" if best[0]["aux"] == "none" else f"{best[0]['aux']} λ={best[0]['lambda']}"
+    assert result["BEST"] == label
+    assert result["BEST_MEAN_IOU"] == pytest.approx(float(best[0]["miou_mean"]), abs=0.006)
+    assert result["SUPERVISED_MEAN_IOU"] == pytest.approx(float(supervised["miou_mean"]), abs=0.006)
+
+
+def test_html_report_shows_the_table_without_plot_for_single_lambdas(grid_run):
+    result, folder, _ = grid_run
+    page = Path(result["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    assert result["OUTPUT_REPORT"] == str(folder / "report.html")
+    for row in read_table(result["OUTPUT_TABLE"]):
+        assert f"{row['miou_mean']} ± {row['miou_std']}" in page
+        assert f"{row['oa_mean']} ± {row['oa_std']}" in page
+    for task in TASKS:
+        assert f"<td>{task}</td>" in page
+    assert page.count("font-weight:bold") == 1           # the best row
+    assert "data:image/png" not in page                   # one λ per task: no λ plot
+    assert "s7.tif" in page                               # settings name the validation image
+
+
+def test_output_folder_keeps_every_model(grid_run):
+    from berunda.engine.model_file import load_model
+
+    result, folder, _ = grid_run
+    assert result["OUTPUT_FOLDER"] == str(folder / "models")
+    models = sorted(p.name for p in (folder / "models").iterdir())
+    expected = sorted(f"{task}_lambda{lam:g}_seed{seed}.pt"
+                      for task, lam in [("none", 0.0)] + [(t, PAPER_LAMBDA[t]) for t in TASKS]
+                      for seed in range(RUNS))
+    assert models == expected        # RUNS x rows models; no checkpoints, no leftovers
+    meta = load_model(str(folder / "models" / "kmeans_lambda1_seed1.pt")).metadata
+    assert meta["task"]["id"] == "kmeans" and meta["task"]["lambda"] == 1.0
+    assert meta["training"]["seed"] == 1
+    assert meta["training"]["config"]["epochs"] == TINY["EPOCHS"]
+
+
+def test_progress_covers_the_whole_grid(grid_run):
+    _, _, feedback = grid_run
+    values = feedback.progress_values
+    assert values and max(values) == pytest.approx(100, abs=0.5)
+    assert all(b >= a - 1e-6 for a, b in zip(values, values[1:])), "progress went backwards"
+    # one "== label, seed s (i/N)" line per training, N = rows x runs
+    steps = [line for line in feedback.lines if line.startswith("== ")]
+    total = (len(TASKS) + 1) * RUNS
+    assert len(steps) == total and steps[-1].endswith(f"({total}/{total})")
+    # run i (training + scoring) fills the i-th of N equal shares of the bar
+    assert len(feedback.progress_at_scores) == total
+    for i, p in enumerate(feedback.progress_at_scores):
+        assert 100 * i / total < p <= 100 * (i + 1) / total + 1e-6
+
+
+def test_several_lambdas_embed_the_sensitivity_plot(qgis_app, validation, tmp_path):
+    result = run_compare(base_params(validation, tmp_path, AUX_TASKS=["l2"],
+                                     LAMBDAS="0.5, 2", RUNS=1))
+    rows = read_table(result["OUTPUT_TABLE"])
+    assert [(r["aux"], r["lambda"], r["runs"]) for r in rows] == [
+        ("none", "", "1"), ("l2", "0.5", "1"), ("l2", "2", "1")]
+    assert [r["oa_std"] for r in rows] == ["0.00"] * 3   # one run: std 0
+    page = Path(result["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    assert "Sensitivity to λ" in page
+    found = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert found, "no embedded PNG"
+    assert base64.b64decode(found.group(1)).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not result["OUTPUT_FOLDER"]                    # models not kept unless asked
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_cancel_after_the_first_run_keeps_the_finished_rows(qgis_app, validation, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    feedback = RecordingFeedback(cancel_after=1)
+    params = base_params(validation, tmp_path, AUX_TASKS=["l1", "kmeans"], RUNS=2)
+    with pytest.raises(QgsProcessingException, match="keeps the finished runs"):
+        run_compare(params, feedback)
+    assert feedback.scored == 1
+    rows = read_table(tmp_path / "table.csv")
+    assert len(rows) == 1
+    assert (rows[0]["aux"], rows[0]["runs"]) == ("none", "1")   # seed-major: supervised first
+    assert 0 <= float(rows[0]["miou_mean"]) <= 100
+    assert rows[0]["best"] == "yes"
+    assert (tmp_path / "report.html").exists()
+    # cancelled before a second training finished: fewer than 2 of the 6 steps started
+    assert len([line for line in feedback.lines if line.startswith("== ")]) == 2
+
+
+@pytest.mark.parametrize("text, message", [("0.5, abc", "not a number"), ("1, -2", "negative")])
+def test_bad_lambdas_are_refused_before_training(qgis_app, validation, tmp_path, text, message):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match=message):
+        run_compare(base_params(validation, tmp_path, AUX_TASKS=["kmeans"], LAMBDAS=text, RUNS=1))
+    assert not (tmp_path / "table.csv").exists()
+
+
+def test_validation_lists_of_different_length_are_refused(qgis_app, validation, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    params = base_params(validation, tmp_path, AUX_TASKS=["kmeans"], RUNS=1)
+    params["VALIDATION_LABELS"] = validation[1] * 2
+    with pytest.raises(QgsProcessingException, match="same length"):
+        run_compare(params)
+    assert not (tmp_path / "table.csv").exists()
