@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dubai"),
                         help="folder with images/ and labels/ (the Dubai sample layout)")
     parser.add_argument("--out", default=str(REPO / "out" / "demo"))
-    parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", 10)))
+    parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", 16)))
     args = parser.parse_args()
 
     data = Path(args.data)
@@ -50,11 +50,12 @@ def main():
     img = lambda n: str(data / "images" / f"{n}.tif")   # noqa: E731
     lab = lambda n: str(data / "labels" / f"{n}.tif")   # noqa: E731
 
-    # Split by scene (images of one scene overlap in content): scenes 1-5 for
-    # training (one annotated image each, four more used without labels), scene 6 held back.
-    labeled = [f"scene{s}_part1" for s in range(1, 6)]
-    unlabeled = [f"scene{s}_part{p}" for s in range(1, 6) for p in (3, 5, 7, 9)]
-    held_back = "scene6_part2"
+    # Split by scene (images of one scene overlap in content): scenes 1-6 for
+    # training (one annotated image each, three more used without labels), scene 8 (the
+    # one with the most even mix of the five classes) held back.
+    labeled = [f"scene{s}_part1" for s in range(1, 7)]
+    unlabeled = [f"scene{s}_part{p}" for s in range(1, 7) for p in (3, 5, 7)]
+    held_back = "scene8_part2"
     for name in labeled + unlabeled + [held_back]:
         if not Path(img(name)).exists():
             sys.exit(f"Demo data incomplete: {img(name)} is missing.")
