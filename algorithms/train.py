@@ -1,8 +1,9 @@
 """berunda:train — train BerundaNet-late on annotated (+ unannotated) rasters."""
 from __future__ import annotations
 
-from qgis.core import (QgsProcessingOutputFile, QgsProcessingOutputNumber,
-                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination)
+from qgis.core import (QgsProcessing, QgsProcessingOutputFile, QgsProcessingOutputNumber,
+                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterMultipleLayers)
 
 from .base import BerundaAlgorithm, FeedbackReporter
 from .training_parameters import TRAINING_HELP, add_training_parameters, training_config
@@ -28,12 +29,21 @@ class TrainAlgorithm(BerundaAlgorithm):
             "The model file carries everything needed to classify (bands, normalisation, classes, "
             "colours, tile size); a checkpoint '<name>.checkpoint.pt' is written after every "
             "epoch.<br>" + TRAINING_HELP +
+            "<b>VALIDATION_IMAGES</b>, <b>VALIDATION_LABELS</b> (optional): held-out pairs; the "
+            "final model is classified on them and its OA / mIoU are stored in the model file "
+            "and returned as VALIDATION_OVERALL_ACCURACY / VALIDATION_MEAN_IOU.<br>"
             "<b>RESUME</b>: a '.checkpoint.pt' file to continue from (same data; its settings are "
             "reused, EPOCHS may be raised).<br>"
             "<b>OUTPUT_MODEL</b>: the model file (.pt).")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         add_training_parameters(self)
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "VALIDATION_IMAGES", "Validation images (optional)", QgsProcessing.TypeRaster,
+            optional=True))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "VALIDATION_LABELS", "Validation label rasters (same order)", QgsProcessing.TypeRaster,
+            optional=True))
         self.addParameter(self.advanced(QgsProcessingParameterFile(
             self.RESUME, "Resume from checkpoint", extension="pt", optional=True)))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -41,7 +51,9 @@ class TrainAlgorithm(BerundaAlgorithm):
         self.addOutput(QgsProcessingOutputFile("CHECKPOINT", "Checkpoint for RESUME"))
         for key, label in (("FINAL_LOSS", "Final loss"), ("FINAL_SUPERVISED_LOSS", "Final supervised loss"),
                            ("FINAL_AUXILIARY_LOSS", "Final auxiliary loss"),
-                           ("FINAL_TRAIN_ACCURACY", "Final training pixel accuracy (%)")):
+                           ("FINAL_TRAIN_ACCURACY", "Final training pixel accuracy (%)"),
+                           ("VALIDATION_OVERALL_ACCURACY", "Validation overall accuracy (%)"),
+                           ("VALIDATION_MEAN_IOU", "Validation mean IoU (%)")):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
     def compute(self, parameters, context, feedback):
@@ -59,4 +71,6 @@ class TrainAlgorithm(BerundaAlgorithm):
             "FINAL_SUPERVISED_LOSS": final.get("supervised"),
             "FINAL_AUXILIARY_LOSS": final.get("auxiliary"),
             "FINAL_TRAIN_ACCURACY": 100.0 * final.get("train_accuracy", 0.0),
+            "VALIDATION_OVERALL_ACCURACY": (result.validation or {}).get("overall_accuracy"),
+            "VALIDATION_MEAN_IOU": (result.validation or {}).get("mean_iou"),
         }

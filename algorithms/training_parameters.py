@@ -130,6 +130,8 @@ def training_config(alg, parameters, context, feedback, task: str = None, lam=No
         device=alg.parameterAsEnumString(parameters, "DEVICE", context),
         seed=alg.parameterAsInt(parameters, "SEED", context),
         augment=alg.parameterAsBool(parameters, "AUGMENT", context),
+        validation_images=alg.raster_paths(parameters, "VALIDATION_IMAGES", context),
+        validation_labels=alg.raster_paths(parameters, "VALIDATION_LABELS", context),
     )
 
 

@@ -29,6 +29,8 @@ class TrainingConfig:
     augment: bool = True                 # random flips and 90° rotations
     amp: bool = True                     # mixed precision on CUDA (ignored on CPU)
     max_invalid_fraction: float = 0.5    # windows with more nodata than this are redrawn
+    validation_images: List[str] = field(default_factory=list)   # scored after training
+    validation_labels: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -104,18 +104,18 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
         for run in range(runs):           # seed-major: every row gets a first result early
             for row in rows:
                 seed = base.seed + run
-                config = dataclasses.replace(base, aux_task=row.task, lam=row.lam, seed=seed)
+                config = dataclasses.replace(base, aux_task=row.task, lam=row.lam, seed=seed,
+                                             validation_images=list(validation_images),
+                                             validation_labels=list(validation_labels))
                 name = f"{row.task}_lambda{row.lam:g}_seed{seed}.pt"
-                sub = ScaledReporter(reporter, done / total, (done + 0.85) / total)
+                sub = ScaledReporter(reporter, done / total, (done + 1) / total)
                 reporter.info(f"== {row.label}, seed {seed} ({done + 1}/{total})")
                 trained = train(config, os.path.join(folder, name), sub)
                 model = trained.model_path
                 # A finished run is never resumed: its checkpoint (weights + optimizer state,
                 # ~3x the model) would only fill the disk, run after run.
                 _remove(trained.checkpoint_path)
-                scores = score_model(model, validation_images, validation_labels, folder,
-                                     ScaledReporter(reporter, (done + 0.85) / total, (done + 1) / total),
-                                     device=base.device)
+                scores = trained.validation
                 row.oa.append(scores["overall_accuracy"])
                 row.miou.append(scores["mean_iou"])
                 if keep:
@@ -134,40 +134,6 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
             for row in rows:
                 row.models.clear()
     return result
-
-
-def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], folder: str,
-                reporter: Reporter, device: str = "auto") -> dict:
-    """Classify each validation image (on the training's device) and score the pooled
-    confusion matrix."""
-    from .evaluation import evaluate_rasters
-    from .inference import classify_raster
-    from .metrics import compute_scores
-    from .model_file import load_model
-
-    package = load_model(model_path)
-    classes = package.metadata["classes"]
-    pooled = {}   # (truth value, predicted value) -> pixels, over all validation images
-    for i, (image, label) in enumerate(zip(images, labels)):
-        out = os.path.join(folder, f".validation_{i}.tif")
-        classify_raster(image, package, out, device=device,
-                        reporter=ScaledReporter(reporter, i / len(images), (i + 0.9) / len(images)))
-        try:
-            evaluation = evaluate_rasters(out, label, classes=classes)
-        finally:
-            for leftover in (out, out + ".aux.xml"):
-                if os.path.exists(leftover):
-                    os.remove(leftover)
-        for i_t, tv in enumerate(evaluation.values):
-            for i_p, pv in enumerate(evaluation.values):
-                pooled[(tv, pv)] = pooled.get((tv, pv), 0) + int(evaluation.matrix[i_t, i_p])
-    values = sorted({v for pair in pooled for v in pair})
-    index = {v: i for i, v in enumerate(values)}
-    matrix = np.zeros((len(values), len(values)), np.int64)
-    for (tv, pv), n in pooled.items():
-        matrix[index[tv], index[pv]] += n
-    scores = compute_scores(matrix)
-    return {"overall_accuracy": scores.overall_accuracy, "mean_iou": scores.mean_iou}
 
 
 def _remove(path: str) -> None:

@@ -28,8 +28,9 @@ from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, T
 from .labels import ClassInfo
 from .model_file import ModelPackage, load_model, save_model
 from .prefetch import prefetch
-from .progress import Reporter
+from .progress import Reporter, ScaledReporter
 from .training_data import prepare_training_data
+from .validation import score_model
 from .versions import library_versions
 
 
@@ -38,6 +39,7 @@ class TrainingResult:
     model_path: str
     checkpoint_path: str
     history: List[dict] = field(default_factory=list)
+    validation: Optional[dict] = None   # scores on the validation pairs, when given
 
     @property
     def final(self) -> dict:
@@ -100,8 +102,10 @@ def validate_config(config: TrainingConfig) -> None:
 
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
           resume: Optional[str] = None) -> TrainingResult:
-    reporter = reporter or Reporter()
+    outer = reporter or Reporter()
     validate_config(config)
+    # With validation pairs, training gets 90 % of the progress bar and scoring the rest.
+    reporter = ScaledReporter(outer, 0.0, 0.9) if config.validation_images else outer
     checkpoint_path = checkpoint_path_for(output_path)
     _check_output(output_path, config)
 
@@ -114,10 +118,27 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     device = resolve_device(config.device)
     data = prepare_training_data(config, reporter, semi, stats, classes)
     try:
-        return _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
-                    start_epoch, history, state, resume)
+        result = _run(config, task, lam, semi, device, data, output_path, checkpoint_path,
+                      reporter, start_epoch, history, state, resume)
     finally:
         data.close()
+    if config.validation_images:
+        result.validation = _attach_validation(result.model_path, config, device,
+                                               ScaledReporter(outer, 0.9, 1.0))
+    return result
+
+
+def _attach_validation(model_path: str, config: TrainingConfig, device, reporter) -> dict:
+    """Score the final model on the validation pairs and store the scores in it."""
+    reporter.info(f"Scoring the model on {len(config.validation_images)} validation raster(s)…")
+    scores = score_model(model_path, config.validation_images, config.validation_labels,
+                         os.path.dirname(os.path.abspath(model_path)), reporter, device=device.type)
+    reporter.info(f"Validation: overall accuracy {scores['overall_accuracy']:.2f} %, "
+                  f"mean IoU {scores['mean_iou']:.2f} %")
+    package = load_model(model_path)
+    package.metadata["validation"] = scores
+    save_model(model_path, package)
+    return scores
 
 
 def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
@@ -320,6 +341,8 @@ def _load_resume(path, config, reporter):
     saved = TrainingConfig.from_dict(package.metadata["training"]["config"])
     keep = {"labeled_images": config.labeled_images, "labels": config.labels,
             "unlabeled_images": config.unlabeled_images, "epochs": config.epochs,
+            "validation_images": config.validation_images,
+            "validation_labels": config.validation_labels,
             "device": config.device}
     differing = [k for k, v in saved.to_dict().items()
                  if k not in keep and k != "encoder_weights" and getattr(config, k) != v]

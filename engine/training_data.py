@@ -61,8 +61,24 @@ def describe_bands(config: TrainingConfig) -> dict:
             raise InvalidParameterError(f"{image} is given both as an image and as its label raster.")
         check_label_raster(label)
         check_same_grid(describe(image), describe(label), "label raster")
+    _check_validation_pairs(config, ref)
     return {"count": ref.count, "dtype": ref.dtype, "dtype_family": ref.dtype_family,
             "nodata": ref.nodata if ref.nodata is None or np.isfinite(ref.nodata) else None}
+
+
+def _check_validation_pairs(config: TrainingConfig, ref) -> None:
+    if len(config.validation_images) != len(config.validation_labels):
+        raise InvalidParameterError(
+            f"VALIDATION_IMAGES has {len(config.validation_images)} rasters but VALIDATION_LABELS "
+            f"has {len(config.validation_labels)}; give one label raster per image, same order.")
+    for image, label in zip(config.validation_images, config.validation_labels):
+        info = describe(image)
+        if info.count != ref.count or info.dtype_family != ref.dtype_family:
+            raise RasterError(
+                f"Validation image {image} has {info.count} bands of {info.dtype}; the training "
+                f"images have {ref.count} bands of {ref.dtype}. Validate on rasters like them.")
+        check_label_raster(label)
+        check_same_grid(info, describe(label), "validation label raster")
 
 
 def prepare_training_data(config: TrainingConfig, reporter: Reporter, uses_unlabeled: bool,

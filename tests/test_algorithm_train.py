@@ -93,3 +93,25 @@ def test_cancel_from_feedback_keeps_last_checkpoint_and_resumes(qgis_app, tmp_pa
     result = run_train(dict(params, RESUME=str(checkpoint)))
     history = load_model(result["OUTPUT_MODEL"]).metadata["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_validation_pairs_are_scored_and_stored_in_the_model(qgis_app, tmp_path):
+    from berunda.engine.model_file import load_model
+
+    result = run_train(dict(TINY, LABELED_IMAGES=[image("scene1_part1")],
+                            LABELS=[label("scene1_part1")], AUX_TASK="none",
+                            VALIDATION_IMAGES=[image("scene2_part1")],
+                            VALIDATION_LABELS=[label("scene2_part1")],
+                            OUTPUT_MODEL=str(tmp_path / "v.pt")))
+    validation = load_model(result["OUTPUT_MODEL"]).metadata["validation"]
+    assert 0 <= result["VALIDATION_OVERALL_ACCURACY"] <= 100
+    assert result["VALIDATION_OVERALL_ACCURACY"] == validation["overall_accuracy"]
+    assert result["VALIDATION_MEAN_IOU"] == validation["mean_iou"]
+    assert validation["images"] == ["scene2_part1.tif"]
+    # every labelled pixel of the validation raster was scored (label 0 = nodata)
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(label("scene2_part1")) as ds:
+        assert validation["pixels"] == int((ds.read(1) != 0).sum())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.checkpoint.pt", "v.pt"]
