@@ -38,3 +38,56 @@ def as_cli(params):
         for v in value if isinstance(value, (list, tuple)) else [value]:
             out.append(f"{key}={v}")
     return out
+
+
+def read_crop(path, row, col, size):
+    """(data, georeferencing, colour table or None) of a size×size window of a raster."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as ds:
+        window = Window(col, row, size, size)
+        data = ds.read(window=window)
+        geo = {"crs": ds.crs, "transform": ds.window_transform(window), "nodata": ds.nodata}
+        try:
+            cmap = ds.colormap(1)
+        except ValueError:
+            cmap = None
+    return data, geo, cmap
+
+
+def write_raster(path, data, geo, colormap=None, **overrides):
+    """Write (bands, H, W) ``data`` as a GeoTIFF with ``geo`` (crs, transform, nodata)."""
+    import rasterio
+
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype.name, crs=geo["crs"], transform=geo["transform"],
+                   nodata=geo.get("nodata"))
+    profile.update(overrides)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if colormap is not None:
+            dst.write_colormap(1, colormap)
+    return str(path)
+
+
+def crop(src, dst, window):
+    """A window of a GeoTIFF (georeferencing, nodata and colour table kept)."""
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        profile = ds.profile
+        profile.update(width=window.width, height=window.height,
+                       transform=ds.window_transform(window), driver="GTiff")
+        profile.pop("photometric", None)
+        profile["compress"] = "deflate"
+        data = ds.read(window=window)
+        try:
+            colours = ds.colormap(1)
+        except ValueError:
+            colours = None
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+        if colours and profile["count"] == 1:
+            out.write_colormap(1, colours)
+    return str(dst)

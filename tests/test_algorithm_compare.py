@@ -12,23 +12,13 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from helpers import TINY, image, label
+from helpers import TINY, crop, image, label
 
 TASKS = ["l1", "kmeans", "inpainting"]
 PAPER_LAMBDA = {"l1": 0.5, "kmeans": 1.0, "inpainting": 5.0}
 RUNS = 2
 
 
-def crop(src, dst, window):
-    with rasterio.open(src) as ds:
-        profile = ds.profile
-        profile.update(width=window.width, height=window.height,
-                       transform=ds.window_transform(window), driver="GTiff", compress="deflate")
-        profile.pop("photometric", None)
-        data = ds.read(window=window)
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data)
-    return str(dst)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from helpers import TINY, image, label
+from helpers import TINY, crop, image, label
 
 H, W = 30, 40
 X0, Y0, RES = 300000.0, 2780000.0, 0.5
@@ -259,24 +259,6 @@ def test_report_may_not_overwrite_an_input(qgis_app, rasters, tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-def crop(src, dst, window):
-    """A window of a GeoTIFF (georeferencing, nodata and colour table kept)."""
-    with rasterio.open(src) as ds:
-        profile = ds.profile
-        profile.update(width=window.width, height=window.height,
-                       transform=ds.window_transform(window), driver="GTiff")
-        profile.pop("photometric", None)
-        profile["compress"] = "deflate"
-        data = ds.read(window=window)
-        try:
-            colours = ds.colormap(1)
-        except ValueError:
-            colours = None
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data)
-        if colours:
-            out.write_colormap(1, colours)
-    return str(dst)
 
 
 def test_real_classified_dubai_crop(qgis_app, tmp_path):

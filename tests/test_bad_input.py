@@ -22,7 +22,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from helpers import DATA, TINY, as_cli, qgis_process
+from helpers import DATA, TINY, as_cli, qgis_process, read_crop, write_raster
 
 SIZE = 128                      # side of the crops
 CROP = (0, 560)                 # (row, col) in scene1_part1: classes 2..5 and some nodata
@@ -34,27 +34,8 @@ STATS = {"low": [0.0] * 3, "high": [255.0] * 3, "mean": [100.0] * 3, "std": [50.
 
 # ---- inputs: crops and model files, written once --------------------------------------------
 
-def _read(path, row, col, size):
-    with rasterio.open(path) as ds:
-        window = Window(col, row, size, size)
-        try:
-            cmap = ds.colormap(1)
-        except ValueError:
-            cmap = None
-        return ds.read(window=window), {"crs": ds.crs, "transform": ds.window_transform(window),
-                                        "nodata": ds.nodata}, cmap
 
 
-def _write(path, data, geo, colormap=None, **overrides):
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                   dtype=data.dtype.name, crs=geo["crs"], transform=geo["transform"],
-                   nodata=geo.get("nodata"))
-    profile.update(overrides)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if colormap is not None:
-            dst.write_colormap(1, colormap)
-    return str(path)
 
 
 def _model_package(dtype="uint8"):
@@ -91,22 +72,22 @@ def inputs(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("inputs")
     p = {"folder": folder, "marker": str(tmp_path_factory.mktemp("marker") / "pwned")}
-    image, geo, _ = _read(DATA / "images" / "scene1_part1.tif", *CROP, SIZE)
-    label, lgeo, cmap = _read(DATA / "labels" / "scene1_part1.tif", *CROP, SIZE)
+    image, geo, _ = read_crop(DATA / "images" / "scene1_part1.tif", *CROP, SIZE)
+    label, lgeo, cmap = read_crop(DATA / "labels" / "scene1_part1.tif", *CROP, SIZE)
     assert len(set(np.unique(label)) - {0}) >= 2
-    p["image"] = _write(folder / "image.tif", image, geo)
-    p["label"] = _write(folder / "label.tif", label, lgeo, cmap)
-    p["image2"] = _write(folder / "image2.tif", image[:, ::-1].copy(), geo)
-    p["image_4band"] = _write(folder / "image_4band.tif", np.concatenate([image, image[:1]]), geo)
-    p["image_float"] = _write(folder / "image_float.tif", image.astype(np.float32) / 255, geo,
+    p["image"] = write_raster(folder / "image.tif", image, geo)
+    p["label"] = write_raster(folder / "label.tif", label, lgeo, cmap)
+    p["image2"] = write_raster(folder / "image2.tif", image[:, ::-1].copy(), geo)
+    p["image_4band"] = write_raster(folder / "image_4band.tif", np.concatenate([image, image[:1]]), geo)
+    p["image_float"] = write_raster(folder / "image_float.tif", image.astype(np.float32) / 255, geo,
                               nodata=None)
     shifted = dict(lgeo, transform=lgeo["transform"] * rasterio.Affine.translation(10, 0))
-    p["label_shifted"] = _write(folder / "label_shifted.tif", label, shifted, cmap)
-    p["label_extent"] = _write(folder / "label_extent.tif", label[:, :96, :96].copy(), lgeo, cmap)
-    p["label_crs"] = _write(folder / "label_crs.tif", label, lgeo, cmap, crs="EPSG:32641")
-    p["label_float"] = _write(folder / "label_float.tif", label.astype(np.float32), lgeo)
-    p["label_nodata"] = _write(folder / "label_nodata.tif", np.zeros_like(label), lgeo, nodata=0)
-    p["label_one_class"] = _write(folder / "label_one_class.tif",
+    p["label_shifted"] = write_raster(folder / "label_shifted.tif", label, shifted, cmap)
+    p["label_extent"] = write_raster(folder / "label_extent.tif", label[:, :96, :96].copy(), lgeo, cmap)
+    p["label_crs"] = write_raster(folder / "label_crs.tif", label, lgeo, cmap, crs="EPSG:32641")
+    p["label_float"] = write_raster(folder / "label_float.tif", label.astype(np.float32), lgeo)
+    p["label_nodata"] = write_raster(folder / "label_nodata.tif", np.zeros_like(label), lgeo, nodata=0)
+    p["label_one_class"] = write_raster(folder / "label_one_class.tif",
                                   np.where(label == 0, 0, 4).astype(np.uint8), lgeo, nodata=0)
 
     # model files
@@ -464,10 +445,10 @@ def _classify_and_read(inputs, tmp_path, source, model):
 
 
 def test_classify_all_nodata_windows_become_nodata(qgis_app, inputs, tmp_path):
-    image, geo, _ = _read(inputs["image"], 0, 0, SIZE)
+    image, geo, _ = read_crop(inputs["image"], 0, 0, SIZE)
     image[:, :, 64:] = 0                      # two whole 64-px tiles of nodata
     image[:, :10, :10] = 0                    # and a few pixels
-    source = _write(tmp_path / "holes.tif", image, dict(geo, nodata=0))
+    source = write_raster(tmp_path / "holes.tif", image, dict(geo, nodata=0))
     classes, mask, nodata = _classify_and_read(inputs, tmp_path, source, inputs["model"])
     assert nodata == 0
     assert (classes[:, 64:] == 0).all() and (mask[:, 64:] == 0).all()
@@ -478,11 +459,11 @@ def test_classify_all_nodata_windows_become_nodata(qgis_app, inputs, tmp_path):
 
 
 def test_classify_nan_in_float32_bands_is_nodata(qgis_app, inputs, tmp_path):
-    image, geo, _ = _read(inputs["image_float"], 0, 0, SIZE)
+    image, geo, _ = read_crop(inputs["image_float"], 0, 0, SIZE)
     image[0, 20:40, 30:50] = np.nan           # NaN in one band only
     image[:, :, 96:] = np.nan                 # a NaN strip in every band
     image[2, 100, 5] = np.inf
-    source = _write(tmp_path / "nan.tif", image, dict(geo, nodata=None))
+    source = write_raster(tmp_path / "nan.tif", image, dict(geo, nodata=None))
     classes, mask, nodata = _classify_and_read(inputs, tmp_path, source, inputs["model_float"])
     invalid = ~np.isfinite(image).all(axis=0)
     np.testing.assert_array_equal(classes == nodata, invalid)
@@ -521,10 +502,10 @@ def test_train_on_float32_with_nan_and_all_nodata_windows(qgis_app, inputs, tmp_
     """Undeclared NaN pixels are nodata; windows that are entirely NaN are redrawn."""
     from berunda.engine.model_file import load_model
 
-    image, geo, _ = _read(inputs["image_float"], 0, 0, SIZE)
+    image, geo, _ = read_crop(inputs["image_float"], 0, 0, SIZE)
     image[:, np.random.default_rng(0).random(image.shape[1:]) < 0.03] = np.nan
     image[:, :, 64:] = np.nan                 # every window of the right half is all nodata
-    source = _write(tmp_path / "nan.tif", image, dict(geo, nodata=None))
+    source = write_raster(tmp_path / "nan.tif", image, dict(geo, nodata=None))
     result = run("train", train_params(inputs, tmp_path, LABELED_IMAGES=[source],
                                        UNLABELED_IMAGES=[source], AUX_TASK="l1"))
     assert np.isfinite(result["FINAL_LOSS"])

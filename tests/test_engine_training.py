@@ -22,6 +22,7 @@ import torch
 from rasterio.windows import Window
 
 from conftest import PLUGINS_DIR, dubai_pair
+from helpers import read_crop, write_raster
 
 from berunda.engine.config import TrainingConfig
 from berunda.engine.errors import (DataError, InvalidParameterError, ModelFileError,
@@ -76,29 +77,8 @@ def dubai_config(**kw):
     return make_config([img], [lab], unlabeled, **kw)
 
 
-def read_crop(path, row, col, size=CROP):
-    """(data, georeferencing, colour table or None) of a size×size window."""
-    with rasterio.open(path) as ds:
-        window = Window(col, row, size, size)
-        data = ds.read(window=window)
-        geo = {"crs": ds.crs, "transform": ds.window_transform(window), "nodata": ds.nodata}
-        try:
-            cmap = ds.colormap(1)
-        except ValueError:
-            cmap = None
-    return data, geo, cmap
 
 
-def write_raster(path, data, geo, colormap=None, **overrides):
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                   dtype=data.dtype.name, crs=geo["crs"], transform=geo["transform"],
-                   nodata=geo.get("nodata"))
-    profile.update(overrides)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if colormap is not None:
-            dst.write_colormap(1, colormap)
-    return str(path)
 
 
 def weights(path):
@@ -155,9 +135,9 @@ def crops(tmp_path_factory):
     """Small crops of scene1_part1 (classes 2, 3, 4, 5 and some nodata) written as GeoTIFFs."""
     folder = tmp_path_factory.mktemp("crops")
     img, lab = dubai_pair("scene1_part1")
-    image, geo, _ = read_crop(img, 0, 560)
-    label, lgeo, lcmap = read_crop(lab, 0, 560)
-    other, ogeo, _ = read_crop(img, 320, 0)
+    image, geo, _ = read_crop(img, 0, 560, CROP)
+    label, lgeo, lcmap = read_crop(lab, 0, 560, CROP)
+    other, ogeo, _ = read_crop(img, 320, 0, CROP)
     paths = {
         "folder": folder,
         "image": write_raster(folder / "image.tif", image, geo),
