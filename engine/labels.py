@@ -50,7 +50,8 @@ def label_nodata(info) -> Optional[int]:
     return None if info.nodata is None or np.isnan(info.nodata) else int(info.nodata)
 
 
-def check_label_raster(path: str) -> None:
+def check_label_raster(path: str):
+    """The label raster's RasterInfo, after checking it holds one band of integers."""
     info = describe(path)
     if info.count != 1:
         raise RasterError(f"Label raster {path} has {info.count} bands; a label raster has one "
@@ -59,6 +60,7 @@ def check_label_raster(path: str) -> None:
         raise RasterError(f"Label raster {path} is of type {info.dtype}; labels must be integer "
                           "class values. Convert it (Raster > Conversion > Translate, Int32 / "
                           "UInt8) or use polygon labels.")
+    return info
 
 
 def scan_classes(label_paths: Sequence[str]) -> ClassInfo:

@@ -56,11 +56,11 @@ def describe_bands(config: TrainingConfig) -> dict:
             f"TILE_SIZE {config.tile_size} is larger than every training raster (the largest, "
             f"{largest.name}, is {largest.width}x{largest.height}); choose a TILE_SIZE of at "
             f"most {min(largest.width, largest.height) // 32 * 32}.")
-    for image, label in zip(config.labeled_images, config.labels):
-        if os.path.abspath(image) == os.path.abspath(label):
-            raise InvalidParameterError(f"{image} is given both as an image and as its label raster.")
-        check_label_raster(label)
-        check_same_grid(describe(image), describe(label), "label raster")
+    for info, label in zip(images, config.labels):   # labeled images come first in ``images``
+        if os.path.abspath(info.path) == os.path.abspath(label):
+            raise InvalidParameterError(
+                f"{info.path} is given both as an image and as its label raster.")
+        check_same_grid(info, check_label_raster(label), "label raster")
     _check_validation_pairs(config, ref)
     return {"count": ref.count, "dtype": ref.dtype, "dtype_family": ref.dtype_family,
             "nodata": ref.nodata if ref.nodata is None or np.isfinite(ref.nodata) else None}
@@ -77,8 +77,7 @@ def _check_validation_pairs(config: TrainingConfig, ref) -> None:
             raise RasterError(
                 f"Validation image {image} has {info.count} bands of {info.dtype}; the training "
                 f"images have {ref.count} bands of {ref.dtype}. Validate on rasters like them.")
-        check_label_raster(label)
-        check_same_grid(info, describe(label), "validation label raster")
+        check_same_grid(info, check_label_raster(label), "validation label raster")
 
 
 def prepare_training_data(config: TrainingConfig, reporter: Reporter, uses_unlabeled: bool,

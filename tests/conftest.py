@@ -36,6 +36,17 @@ def dubai_pair(name: str):
     return str(DATA_DIR / "images" / f"{name}.tif"), str(DATA_DIR / "labels" / f"{name}.tif")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions on a shared 2-core machine: one thread wastes less time spinning."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def qgis_app():
     """One real QgsApplication with Processing and the Berunda provider loaded."""

@@ -141,12 +141,7 @@ def inputs_untouched(inputs):
     assert not os.path.exists(inputs["marker"]), "a model file ran code"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
