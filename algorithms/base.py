@@ -32,6 +32,10 @@ class FeedbackReporter(Reporter):
         if self.feedback is not None:
             self.feedback.pushInfo(message)
 
+    def warning(self, message: str) -> None:
+        if self.feedback is not None:
+            self.feedback.pushWarning(message)
+
     def cancelled(self) -> bool:
         return self.feedback is not None and self.feedback.isCanceled()
 

@@ -15,6 +15,10 @@ class Reporter:
     def info(self, message: str) -> None:
         """A line for the log."""
 
+    def warning(self, message: str) -> None:
+        """Something the user should act on; the work goes on.  Default: an info line."""
+        self.info(f"Warning: {message}")
+
     def cancelled(self) -> bool:
         return False
 
@@ -37,6 +41,9 @@ class ScaledReporter(Reporter):
 
     def info(self, message: str) -> None:
         self.parent.info(message)
+
+    def warning(self, message: str) -> None:
+        self.parent.warning(message)
 
     def cancelled(self) -> bool:
         return self.parent.cancelled()
