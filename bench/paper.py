@@ -50,7 +50,10 @@ PAPER = dict(tasks=ALL_TASKS, lambdas=None, seeds=4, epochs=50, samples=5000, ti
 # ... and a reduced version for a 2-core CPU: NOT the paper's budget (see bench/README.md).
 CPU = dict(PAPER, tasks=["kmeans"], seeds=2, epochs=3, samples=32, tile=128, batch=4,
            encoder="resnet18", mask_size=32, unlabeled_parts="2-3", val_parts="1-2", val_crop=320)
-PRESETS = {"paper": PAPER, "cpu": CPU}
+# The "medium CPU budget" of bench/README.md: 16 pseudo-epochs × 96 tiles at lr 1e-3 (384
+# steps; one run ≈ 3–5 min on one thread, `consistency` 2–3× that).
+MEDIUM = dict(CPU, epochs=16, samples=96, lr=1e-3)
+PRESETS = {"paper": PAPER, "cpu": CPU, "medium": MEDIUM}
 
 
 def parse_range(text: str):
@@ -67,11 +70,15 @@ def parse_range(text: str):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                   help="defaults to start from (paper = the paper's protocol; cpu = reduced)")
+                   help="defaults to start from (paper = the paper's protocol; cpu = reduced "
+                        "smoke run; medium = the longer CPU run of bench/README.md)")
     p.add_argument("--data", default=os.environ.get("BERUNDA_DATA",
                                                     str(REPO.parent / "shared" / "data" / "dubai")))
     p.add_argument("--out", default=None, help="output folder (default out/paper-full, or out/paper-cpu with --preset cpu)")
-    p.add_argument("--tasks", nargs="+", choices=ALL_TASKS, help="auxiliary tasks (supervised always runs)")
+    p.add_argument("--tasks", nargs="*", choices=ALL_TASKS,
+                   help="auxiliary tasks (none: the supervised baseline only)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the supervised rows (e.g. when another --out already has them)")
     p.add_argument("--lambdas", type=float, nargs="+", help="λ values for every task (default: paper's per task)")
     p.add_argument("--seeds", type=int, help="runs per configuration (paper: 4)")
     p.add_argument("--first-seed", type=int, default=0)
@@ -225,11 +232,12 @@ def main(argv=None):
         samples_per_epoch=args.samples, learning_rate=args.lr, device=device.type,
         seed=args.first_seed, augment=not args.no_augment)
     env = machine(device)
-    runs = (1 + len(args.tasks) * len(args.lambdas or [None])) * args.seeds
+    runs = (int(not args.no_baseline) + len(args.tasks) * len(args.lambdas or [None])) * args.seeds
     print(f"Berunda paper bench, preset {args.preset}, on {env.get('gpu', env['cpu'])} ({device}):\n"
           f"  labeled {len(labeled)}, unlabeled {len(unlabeled)}, validation {len(validation)} "
           f"images{f' (centred {args.val_crop}-px crops)' if args.val_crop else ''}\n"
-          f"  {runs} trainings: supervised + {', '.join(args.tasks)} at "
+          f"  {runs} trainings: {'' if args.no_baseline else 'supervised + '}"
+          f"{', '.join(args.tasks) or 'no task'} at "
           f"{'λ ' + ', '.join(f'{v:g}' for v in args.lambdas) if args.lambdas else 'the paper λ'}, "
           f"{args.seeds} seeds; {args.encoder}, tile {args.tile}, batch {args.batch}, "
           f"{args.epochs} epochs × {args.samples} tiles, lr {args.lr:g}", flush=True)
@@ -242,7 +250,7 @@ def main(argv=None):
         [l for _, l in validation], table_path=str(args.out / "table.csv"),
         report_path=str(args.out / "report.html"),
         model_folder=str(args.out / "models") if args.keep_models else None,
-        reporter=ConsoleReporter().reporter)
+        reporter=ConsoleReporter().reporter, baseline=not args.no_baseline)
     seconds = time.perf_counter() - start
     done = [r for r in result.rows if r.miou]
     table = markdown(done, result.supervised, result.best)
@@ -255,7 +263,8 @@ def main(argv=None):
               "config": {k: v for k, v in config.to_dict().items()
                          if k not in ("labeled_images", "labels", "unlabeled_images")},
               "tasks": args.tasks, "lambdas": args.lambdas, "seeds": args.seeds,
-              "rows": [{"task": r.task, "lambda": r.lam, "oa": r.oa, "miou": r.miou} for r in done],
+              "rows": [{"task": r.task, "lambda": r.lam, "oa": r.oa, "miou": r.miou,
+                        "histories": r.histories} for r in done],
               "markdown": table}
     (args.out / "run.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
     print(f"\n{table}\n\n{len(done)} rows, {runs} trainings in {seconds / 60:.1f} min on "

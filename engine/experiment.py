@@ -25,6 +25,7 @@ class ComparisonRow:
     oa: List[float] = field(default_factory=list)      # per seed, percent
     miou: List[float] = field(default_factory=list)
     models: List[str] = field(default_factory=list)
+    histories: List[List[dict]] = field(default_factory=list)   # per seed, per epoch
 
     @property
     def mode(self) -> str:
@@ -58,11 +59,13 @@ class ComparisonResult:
         return max(done, key=lambda r: r.miou_mean) if done else None
 
 
-def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[float]]):
-    """[(task, λ)]: the supervised baseline first, then each task at each λ (or its paper λ)."""
+def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[float]],
+                    baseline: bool = True):
+    """[(task, λ)]: the supervised baseline first (unless ``baseline`` is False), then each
+    task at each λ (or its paper λ)."""
     from .trainer import TASKS
 
-    grid = [("none", 0.0)]
+    grid = [("none", 0.0)] if baseline else []
     for task in tasks:
         if task == "none":
             continue
@@ -77,7 +80,7 @@ def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[float]]):
 def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional[Sequence[float]],
                    runs: int, validation_images: Sequence[str], validation_labels: Sequence[str],
                    table_path: str, report_path: str, model_folder: Optional[str] = None,
-                   reporter: Optional[Reporter] = None) -> ComparisonResult:
+                   reporter: Optional[Reporter] = None, baseline: bool = True) -> ComparisonResult:
     from .trainer import train, validate_config
 
     reporter = reporter or Reporter()
@@ -87,7 +90,9 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
         raise InvalidParameterError(
             f"VALIDATION_IMAGES ({len(validation_images)}) and VALIDATION_LABELS "
             f"({len(validation_labels)}) must be non-empty and of the same length.")
-    grid = comparison_grid(tasks, lambdas)
+    grid = comparison_grid(tasks, lambdas, baseline)
+    if not grid:
+        raise InvalidParameterError("Nothing to compare: no auxiliary task and no baseline.")
     for task, lam in grid:   # refuse bad settings before hours of training
         validate_config(dataclasses.replace(base, aux_task=task, lam=lam))
     rows = [ComparisonRow(task, lam) for task, lam in grid]
@@ -118,6 +123,7 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
                 scores = trained.validation
                 row.oa.append(scores["overall_accuracy"])
                 row.miou.append(scores["mean_iou"])
+                row.histories.append(trained.history)
                 if keep:
                     row.models.append(model)
                 else:
