@@ -41,11 +41,12 @@ if not (REPO / ".build" / "plugins" / "berunda").exists():   # same link as test
     (REPO / ".build" / "plugins" / "berunda").symlink_to(REPO, target_is_directory=True)
 
 ALL_TASKS = ["l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw"]
+EXTRA_TASKS = ["consistency"]      # not in the paper; chosen with --tasks
 
 # The paper's protocol (SPEC.md) ...
 PAPER = dict(tasks=ALL_TASKS, lambdas=None, seeds=4, epochs=50, samples=5000, tile=320, batch=8,
              encoder="resnet34", lr=1e-4, clusters=10, alpha=1.0, mask_size=80,
-             permutations=100, labeled_parts="1", unlabeled_parts="2-9", train_scenes="1-6",
+             permutations=100, confidence=0.95, ema_decay=0.0, labeled_parts="1", unlabeled_parts="2-9", train_scenes="1-6",
              val_scenes="7-8", val_parts="1-9", val_crop=0)
 # ... and a reduced version for a 2-core CPU: NOT the paper's budget (see bench/README.md).
 CPU = dict(PAPER, tasks=["kmeans"], seeds=2, epochs=3, samples=32, tile=128, batch=4,
@@ -54,6 +55,34 @@ CPU = dict(PAPER, tasks=["kmeans"], seeds=2, epochs=3, samples=32, tile=128, bat
 # steps; one run ≈ 3–5 min on one thread, `consistency` 2–3× that).
 MEDIUM = dict(CPU, epochs=16, samples=96, lr=1e-3)
 PRESETS = {"paper": PAPER, "cpu": CPU, "medium": MEDIUM}
+
+
+def lambda_value(text: str):
+    if text in ("auto", "paper"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, 'auto' or 'paper'") from None
+
+
+def apply_variants(args):
+    """--variant task.attr=value: set the class attribute the task reads its default from."""
+    from berunda.engine import loss_balance
+    from berunda.models.tasks import TASKS
+
+    for item in args.variant:
+        target, _, value = item.partition("=")
+        task, _, attr = target.partition(".")
+        if task not in TASKS or not hasattr(TASKS[task], attr) or not value:
+            raise SystemExit(f"--variant {item!r}: expected TASK.ATTR=VALUE with an existing "
+                             "class attribute, e.g. inpainting.supervision=masked")
+        current = getattr(TASKS[task], attr)
+        setattr(TASKS[task], attr, type(current)(value) if not isinstance(current, str) else value)
+    if args.auto_method:
+        if args.auto_method not in loss_balance.METHODS:
+            raise SystemExit(f"--auto-method must be one of {', '.join(loss_balance.METHODS)}")
+        loss_balance.DEFAULT_METHOD = args.auto_method
 
 
 def parse_range(text: str):
@@ -75,11 +104,18 @@ def parse_args(argv=None):
     p.add_argument("--data", default=os.environ.get("BERUNDA_DATA",
                                                     str(REPO.parent / "shared" / "data" / "dubai")))
     p.add_argument("--out", default=None, help="output folder (default out/paper-full, or out/paper-cpu with --preset cpu)")
-    p.add_argument("--tasks", nargs="*", choices=ALL_TASKS,
+    p.add_argument("--tasks", nargs="*", choices=ALL_TASKS + EXTRA_TASKS,
                    help="auxiliary tasks (none: the supervised baseline only)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the supervised rows (e.g. when another --out already has them)")
-    p.add_argument("--lambdas", type=float, nargs="+", help="λ values for every task (default: paper's per task)")
+    p.add_argument("--lambdas", type=lambda_value, nargs="+",
+                   help="λ values for every task: numbers, 'auto', 'paper' (the task's paper "
+                        "value); default: paper")
+    p.add_argument("--auto-method", help="LAMBDA=auto method (engine/loss_balance.py METHODS; "
+                                         "default: its DEFAULT_METHOD)")
+    p.add_argument("--variant", action="append", default=[], metavar="TASK.ATTR=VALUE",
+                   help="set a task class's variant attribute, e.g. inpainting.supervision=masked "
+                        "(recorded in the model's task parameters); repeatable")
     p.add_argument("--seeds", type=int, help="runs per configuration (paper: 4)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="pseudo-epochs (paper: 50)")
@@ -92,6 +128,8 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, help="α of kmeans / mumford_shah (paper: 1)")
     p.add_argument("--mask-size", type=int, help="inpainting square c (paper: 80 on 320 px)")
     p.add_argument("--permutations", type=int, help="jigsaw P (paper: 100)")
+    p.add_argument("--confidence", type=float, help="consistency: pseudo-label threshold τ (0.95)")
+    p.add_argument("--ema-decay", type=float, help="consistency: EMA teacher decay (0 = off)")
     p.add_argument("--train-scenes", help="scenes for training, e.g. 1-6")
     p.add_argument("--labeled-parts", help="parts of each training scene used as labeled, e.g. 1")
     p.add_argument("--unlabeled-parts", help="parts of each training scene used unlabeled, e.g. 2-9")
@@ -182,7 +220,8 @@ def markdown(rows, supervised, best):
     lines = ["| mode | aux | λ | runs | OA % | mIoU % | ΔOA | ΔmIoU |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gain = (lambda a, b: "–" if r is supervised or supervised is None else f"{a - b:+.2f}")  # noqa: E731
-        cells = [r.mode, "–" if r.task == "none" else r.task, "–" if r.task == "none" else f"{r.lam:g}",
+        lam = r.lam if isinstance(r.lam, str) else f"{r.lam:g}"
+        cells = [r.mode, "–" if r.task == "none" else r.task, "–" if r.task == "none" else lam,
                  str(len(r.miou)), f"{r.oa_mean:.2f} ± {r.oa_std:.2f}", f"{r.miou_mean:.2f} ± {r.miou_std:.2f}",
                  gain(r.oa_mean, supervised.oa_mean if supervised else 0),
                  gain(r.miou_mean, supervised.miou_mean if supervised else 0)]
@@ -216,6 +255,8 @@ def main(argv=None):
     from berunda.engine.experiment import run_comparison
 
     device = resolve_device(args.device)
+    apply_variants(args)
+    args.lambdas = args.lambdas or ["paper"]
     labeled, unlabeled, validation = split(args)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.val_crop:
@@ -227,18 +268,21 @@ def main(argv=None):
     config = TrainingConfig(
         labeled_images=[i for i, _ in labeled], labels=[l for _, l in labeled],
         unlabeled_images=unlabeled, aux_task="none", alpha=args.alpha, clusters=args.clusters,
-        mask_size=args.mask_size, permutations=args.permutations, encoder=args.encoder,
+        mask_size=args.mask_size, permutations=args.permutations, confidence=args.confidence,
+        ema_decay=args.ema_decay, encoder=args.encoder,
         tile_size=args.tile, batch_size=args.batch, epochs=args.epochs,
         samples_per_epoch=args.samples, learning_rate=args.lr, device=device.type,
         seed=args.first_seed, augment=not args.no_augment)
     env = machine(device)
-    runs = (int(not args.no_baseline) + len(args.tasks) * len(args.lambdas or [None])) * args.seeds
+    runs = (int(not args.no_baseline) + len(args.tasks) * len(args.lambdas)) * args.seeds
     print(f"Berunda paper bench, preset {args.preset}, on {env.get('gpu', env['cpu'])} ({device}):\n"
           f"  labeled {len(labeled)}, unlabeled {len(unlabeled)}, validation {len(validation)} "
           f"images{f' (centred {args.val_crop}-px crops)' if args.val_crop else ''}\n"
           f"  {runs} trainings: {'' if args.no_baseline else 'supervised + '}"
           f"{', '.join(args.tasks) or 'no task'} at "
-          f"{'λ ' + ', '.join(f'{v:g}' for v in args.lambdas) if args.lambdas else 'the paper λ'}, "
+          f"λ {', '.join(str(v) for v in args.lambdas)}"
+          f"{' (' + ', '.join(args.variant) + ')' if args.variant else ''}"
+          f"{', auto method ' + args.auto_method if args.auto_method else ''}, "
           f"{args.seeds} seeds; {args.encoder}, tile {args.tile}, batch {args.batch}, "
           f"{args.epochs} epochs × {args.samples} tiles, lr {args.lr:g}", flush=True)
     if device.type == "cpu" and args.epochs * args.samples >= 50_000:
@@ -263,6 +307,7 @@ def main(argv=None):
               "config": {k: v for k, v in config.to_dict().items()
                          if k not in ("labeled_images", "labels", "unlabeled_images")},
               "tasks": args.tasks, "lambdas": args.lambdas, "seeds": args.seeds,
+              "variants": args.variant, "auto_method": args.auto_method,
               "rows": [{"task": r.task, "lambda": r.lam, "oa": r.oa, "miou": r.miou,
                         "histories": r.histories} for r in done],
               "markdown": table}

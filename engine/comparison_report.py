@@ -24,7 +24,8 @@ def write_comparison_csv(rows: List, supervised, best, path: str) -> None:
 
 def _cells(row, supervised, best):
     gain = lambda a, b: "" if supervised is None or row is supervised else f"{a - b:+.2f}"  # noqa: E731
-    return [row.mode, row.task, f"{row.lam:g}" if row.task != "none" else "", len(row.oa),
+    lam = row.lam if isinstance(row.lam, str) else f"{row.lam:g}"
+    return [row.mode, row.task, lam if row.task != "none" else "", len(row.oa),
             f"{row.oa_mean:.2f}", f"{row.oa_std:.2f}", f"{row.miou_mean:.2f}", f"{row.miou_std:.2f}",
             gain(row.oa_mean, supervised.oa_mean if supervised else 0),
             gain(row.miou_mean, supervised.miou_mean if supervised else 0),
@@ -64,7 +65,8 @@ def write_comparison_html(rows: List, supervised, best, path: str, title: str,
 
 
 def _lambda_plot(rows, supervised):
-    """mIoU vs λ per task (log x axis), like the paper's Fig. 3; None with < 2 λ per task."""
+    """mIoU vs λ per task (log x axis), like the paper's Fig. 3; None with < 2 λ per task.
+    λ = auto is drawn as a star of the task's colour in its own column right of the numbers."""
     by_task = {}
     for row in rows:
         if row.task != "none":
@@ -80,13 +82,31 @@ def _lambda_plot(rows, supervised):
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    numbers = [r.lam for r in rows if not isinstance(r.lam, str) and r.task != "none"]
+    x_auto = max([max(v, 1e-3) for v in numbers] or [1.0]) * 4
     for task, task_rows in sorted(by_task.items()):
-        task_rows = sorted(task_rows, key=lambda r: r.lam)
-        ax.errorbar([max(r.lam, 1e-3) for r in task_rows], [r.miou_mean for r in task_rows],
-                    yerr=[r.miou_std for r in task_rows], marker="o", capsize=3, label=task)
+        numeric = sorted((r for r in task_rows if not isinstance(r.lam, str)), key=lambda r: r.lam)
+        if numeric:
+            line = ax.errorbar([max(r.lam, 1e-3) for r in numeric],
+                               [r.miou_mean for r in numeric], yerr=[r.miou_std for r in numeric],
+                               marker="o", capsize=3, label=task)
+            colour = line.lines[0].get_color()
+        else:
+            colour = ax.plot([], [])[0].get_color()   # the task's colour in the cycle
+        for r in (r for r in task_rows if isinstance(r.lam, str)):
+            ax.errorbar([x_auto], [r.miou_mean], yerr=[r.miou_std], marker="*", markersize=11,
+                        capsize=3, color=colour, linestyle="none",
+                        label=None if numeric else f"{task} (auto)")
+    ax.set_xscale("log")
+    ticks = sorted({max(v, 1e-3) for v in numbers})
+    labels = [f"{v:g}" for v in ticks]
+    if any(isinstance(r.lam, str) for r in rows if r.task != "none"):
+        ax.axvline(x_auto / 2, color="0.8", linewidth=0.8)
+        ticks, labels = ticks + [x_auto], labels + ["auto"]
+    ax.set_xticks(ticks, labels)
+    ax.minorticks_off()
     if supervised is not None:
         ax.axhline(supervised.miou_mean, color="k", linestyle="--", label="supervised")
-    ax.set_xscale("log")
     ax.set_xlabel("λ")
     ax.set_ylabel("mIoU (%)")
     ax.legend()

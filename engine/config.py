@@ -3,7 +3,7 @@ the command line, the compare grid and the model file (stored verbatim)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 
 @dataclass
@@ -12,11 +12,13 @@ class TrainingConfig:
     labels: List[str]
     unlabeled_images: List[str] = field(default_factory=list)
     aux_task: str = "kmeans"
-    lam: Optional[float] = None          # None: the task's paper default (SPEC.md)
+    lam: Optional[Union[float, str]] = None   # a number, or None / "auto": balanced (loss_balance)
     alpha: float = 1.0                   # kmeans / mumford_shah regulariser weight
     clusters: int = 10                   # K for kmeans / mumford_shah
     mask_size: int = 80                  # inpainting square side c (pixels)
     permutations: int = 100              # jigsaw P
+    confidence: float = 0.95             # consistency: pseudo-label threshold τ
+    ema_decay: float = 0.0               # consistency: EMA teacher decay (0 = no teacher)
     encoder: str = "resnet34"
     encoder_weights: Optional[str] = None  # local file; nothing is downloaded
     tile_size: int = 320

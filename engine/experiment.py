@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .progress import Reporter, ScaledReporter
 @dataclass
 class ComparisonRow:
     task: str
-    lam: float
+    lam: Union[float, str]     # a number or "auto"
     oa: List[float] = field(default_factory=list)      # per seed, percent
     miou: List[float] = field(default_factory=list)
     models: List[str] = field(default_factory=list)
@@ -33,7 +33,7 @@ class ComparisonRow:
 
     @property
     def label(self) -> str:
-        return "supervised" if self.task == "none" else f"{self.task} λ={self.lam:g}"
+        return "supervised" if self.task == "none" else f"{self.task} λ={format_lambda(self.lam)}"
 
     # sample std (ddof=1) over seeds, 0 for a single run, as "mean ± std over runs" in the paper
     oa_mean = property(lambda self: float(np.mean(self.oa)) if self.oa else float("nan"))
@@ -59,10 +59,15 @@ class ComparisonResult:
         return max(done, key=lambda r: r.miou_mean) if done else None
 
 
-def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[float]],
+def format_lambda(lam) -> str:
+    return lam if isinstance(lam, str) else f"{lam:g}"
+
+
+def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[Union[float, str]]],
                     baseline: bool = True):
     """[(task, λ)]: the supervised baseline first (unless ``baseline`` is False), then each
-    task at each λ (or its paper λ)."""
+    task at each λ of ``lambdas``: numbers, "auto", or "paper" (the task's paper value);
+    None = ["auto"] (LAMBDA's default)."""
     from .trainer import TASKS
 
     grid = [("none", 0.0)] if baseline else []
@@ -72,12 +77,15 @@ def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[float]],
         if task not in TASKS:
             raise InvalidParameterError(f"AUX_TASKS: unknown task {task!r}; choose from "
                                         f"{', '.join(t for t in TASKS if t != 'none')}.")
-        for lam in lambdas or [TASKS[task].default_lambda]:
-            grid.append((task, float(lam)))
+        for lam in lambdas or ["auto"]:
+            if lam == "paper":
+                lam = TASKS[task].default_lambda
+            grid.append((task, lam if lam == "auto" else float(lam)))
     return grid
 
 
-def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional[Sequence[float]],
+def run_comparison(base: TrainingConfig, tasks: Sequence[str],
+                   lambdas: Optional[Sequence[Union[float, str]]],
                    runs: int, validation_images: Sequence[str], validation_labels: Sequence[str],
                    table_path: str, report_path: str, model_folder: Optional[str] = None,
                    reporter: Optional[Reporter] = None, baseline: bool = True) -> ComparisonResult:
@@ -112,7 +120,7 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
                 config = dataclasses.replace(base, aux_task=row.task, lam=row.lam, seed=seed,
                                              validation_images=list(validation_images),
                                              validation_labels=list(validation_labels))
-                name = f"{row.task}_lambda{row.lam:g}_seed{seed}.pt"
+                name = f"{row.task}_lambda{format_lambda(row.lam)}_seed{seed}.pt"
                 sub = ScaledReporter(reporter, done / total, (done + 1) / total)
                 reporter.info(f"== {row.label}, seed {seed} ({done + 1}/{total})")
                 trained = train(config, os.path.join(folder, name), sub)

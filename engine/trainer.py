@@ -17,8 +17,6 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..models import IGNORE_INDEX
-from ..models.losses import supervised_loss
 from ..models.network import BerundaNetLate, describe_network
 from ..models.tasks import TASKS, get_task
 from .batchnorm import recalibrate_batch_norm
@@ -26,9 +24,11 @@ from .config import TrainingConfig
 from .devices import resolve_device
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
 from .labels import ClassInfo
+from .loss_balance import make_balance
 from .model_file import ModelPackage, load_model, save_model
 from .prefetch import prefetch
 from .progress import Reporter, ScaledReporter
+from .step import train_step
 from .training_data import prepare_training_data
 from .validation import score_model
 from .versions import library_versions
@@ -64,8 +64,16 @@ def make_task(config: TrainingConfig):
         raise InvalidParameterError(str(exc)) from None
 
 
-def effective_lambda(config: TrainingConfig, task) -> float:
-    return float(task.default_lambda if config.lam is None else config.lam)
+def lambda_setting(config: TrainingConfig):
+    """'auto' (LAMBDA empty or 'auto') or the number given."""
+    return "auto" if config.lam is None or config.lam == "auto" else config.lam
+
+
+def _lambda_ok(lam) -> bool:
+    if lam is None or lam == "auto":
+        return True
+    return (isinstance(lam, (int, float)) and not isinstance(lam, bool) and math.isfinite(lam)
+            and lam >= 0)
 
 
 def validate_config(config: TrainingConfig) -> None:
@@ -78,8 +86,9 @@ def validate_config(config: TrainingConfig) -> None:
         (config.samples_per_epoch >= 1,
          f"SAMPLES_PER_EPOCH must be at least 1 (got {config.samples_per_epoch})."),
         (config.learning_rate > 0, f"LEARNING_RATE must be > 0 (got {config.learning_rate})."),
-        (config.lam is None or (config.lam >= 0 and math.isfinite(config.lam)),
-         f"LAMBDA must be >= 0 (got {config.lam}); 0 trains the supervised baseline."),
+        (_lambda_ok(config.lam),
+         f"LAMBDA must be 'auto' or a number >= 0 (got {config.lam!r}); empty = auto, "
+         "0 trains the supervised baseline."),
         (0 <= config.max_invalid_fraction < 1, "max_invalid_fraction must be in [0, 1)."),
     ]
     # Hyper-parameters are checked only for the task that uses them.
@@ -93,6 +102,12 @@ def validate_config(config: TrainingConfig) -> None:
         "permutations": (1 <= config.permutations <= 1000,
                          f"PERMUTATIONS must be between 1 and 1000 (got {config.permutations}); "
                          "the paper uses 100."),
+        "confidence": (0 <= config.confidence <= 1,
+                       f"CONFIDENCE must be between 0 and 1 (got {config.confidence}); "
+                       "0.95 keeps pixels the network is at least 95 % sure of."),
+        "ema_decay": (0 <= config.ema_decay < 1,
+                      f"EMA_DECAY must be in [0, 1) (got {config.ema_decay}); 0 = no EMA "
+                      "teacher, 0.99 a typical teacher."),
     }
     checks += [check for name, check in task_checks.items() if name in accepted]
     for ok, message in checks:
@@ -113,12 +128,12 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     if resume:
         config, start_epoch, history, stats, classes, state = _load_resume(resume, config, reporter)
     task = make_task(config)
-    lam = effective_lambda(config, task)
-    semi = task.uses_unlabeled and lam > 0
+    lam = lambda_setting(config)
+    semi = task.uses_unlabeled and (lam == "auto" or lam > 0)
     device = resolve_device(config.device)
     data = prepare_training_data(config, reporter, semi, stats, classes)
     try:
-        result = _run(config, task, lam, semi, device, data, output_path, checkpoint_path,
+        result = _run(config, task, semi, device, data, output_path, checkpoint_path,
                       reporter, start_epoch, history, state, resume)
     finally:
         data.close()
@@ -141,7 +156,7 @@ def _attach_validation(model_path: str, config: TrainingConfig, device, reporter
     return scores
 
 
-def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
+def _run(config, task, semi, device, data, output_path, checkpoint_path, reporter,
          start_epoch, history, state, resumed_from=None) -> TrainingResult:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
@@ -152,11 +167,16 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    saved_balance = (state or {}).get("balance") or {}
+    balance = make_balance(lambda_setting(config), task, net, saved_balance.get("method"))
     if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if saved_balance:
+            balance.load_state_dict(saved_balance)
+        task.load_state_dict(state.get("task") or {})
 
     def metadata():
         return {
@@ -165,7 +185,8 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             "normalization": data.stats,
             "classes": data.classes.to_metadata(),
             "tile_size": config.tile_size,
-            "task": {"id": task.task_id, "params": task.hparams(), "lambda": lam,
+            "task": {"id": task.task_id, "params": task.hparams(), "lambda": balance.setting,
+                     "lambda_method": balance.method,
                      "mode": "semi-supervised" if semi else "supervised"},
             "training": {"config": config.to_dict(), "seed": config.seed,
                          "device": device.type, "epochs_done": len(history)},
@@ -181,7 +202,8 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
     # Tiles per forward pass: the whole step (labeled + unlabeled together, so batch norm
     # and the loss means see one batch) until CUDA runs out of memory; then halved.
     micro = [None]
-    reporter.info(f"Training {task.task_id} (λ={lam:g}, {'semi-supervised' if semi else 'supervised'}) "
+    reporter.info(f"Training {task.task_id} (λ={balance.describe()}, "
+                  f"{'semi-supervised' if semi else 'supervised'}) "
                   f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
                   f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
                   f"of {config.tile_size} px.")
@@ -205,11 +227,12 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             if reporter.cancelled():
                 raise TrainingCancelled(_cancel_message(epoch, last_checkpoint))
             batch = [torch.from_numpy(a) for a in (images, labels, valid)]
-            parts = _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp,
-                          micro, reporter)
-            loss = parts["supervised"] + lam * parts["auxiliary"]
+            parts = train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device,
+                               use_amp, micro, reporter)
+            loss = parts["loss"]
             if not math.isfinite(loss):
-                raise NonFiniteLossError(_nan_message(epoch, step, parts, lam, task, last_checkpoint))
+                raise NonFiniteLossError(_nan_message(epoch, step, parts, balance, task,
+                                                      last_checkpoint))
             for k in ("supervised", "auxiliary", "correct", "labelled"):
                 totals[k] += parts[k]
             totals["loss"] += loss
@@ -225,14 +248,18 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             "samples_per_s": seen / seconds if seconds > 0 else 0.0,
             "seconds": seconds,
             "batch_size": micro[0] or images.shape[0],
+            **balance.epoch_metrics(),
+            **(task.epoch_metrics() if semi else {}),
         }
         history.append(record)
         reporter.info(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f} "
-                      f"(supervised {record['supervised']:.4f}, auxiliary {record['auxiliary']:.4f}), "
+                      f"(supervised {record['supervised']:.4f}, auxiliary {record['auxiliary']:.4f}, "
+                      f"λ {record['lambda']:.4g}{_extra_metrics(record)}), "
                       f"train pixel accuracy {100 * record['train_accuracy']:.1f} %, "
                       f"{record['samples_per_s']:.1f} tiles/s")
         checkpoint = {"epoch": epoch, "optimizer": optimizer.state_dict(),
-                      "scaler": scaler.state_dict() if use_amp else {}}
+                      "scaler": scaler.state_dict() if use_amp else {},
+                      "balance": balance.state_dict(), "task": task.state_dict()}
         save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
         last_checkpoint = (checkpoint_path, epoch)
     # Checkpoints keep the raw running statistics (exact resume); the final model gets
@@ -243,62 +270,10 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
     return TrainingResult(output_path, checkpoint_path, history)
 
 
-def _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp, micro, reporter):
-    """One optimizer step over the batch, split into micro-batches if CUDA memory ran out."""
-    images, labels, valid = batch
-    n = images.shape[0]
-    # Prepared once (on the whole batch, on the CPU): an out-of-memory retry reuses the same
-    # masks/shuffles, so the random stream does not depend on the split.
-    prepared = task.prepare(images, labels, valid, gen) if semi else None
-    while True:
-        size = micro[0] or n
-        try:
-            optimizer.zero_grad(set_to_none=True)
-            parts = {"supervised": 0.0, "auxiliary": 0.0, "correct": 0, "labelled": 0}
-            for start in range(0, n, size):
-                sl = slice(start, min(n, start + size))
-                share = (sl.stop - sl.start) / n
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    if semi:
-                        chunk = _slice_prepared(prepared, sl, device)
-                        out = net(chunk.inputs)
-                        ls = supervised_loss(out.seg, chunk.labels)
-                        lu = task.loss(out, chunk).float()
-                        chunk_labels = chunk.labels
-                    else:
-                        x = images[sl].to(device, non_blocking=True)
-                        chunk_labels = labels[sl].to(device, non_blocking=True)
-                        out = net(x)
-                        ls = supervised_loss(out.seg, chunk_labels)
-                        lu = torch.zeros((), device=device)
-                loss = (ls + lam * lu) * share
-                scaler.scale(loss).backward()
-                parts["supervised"] += float(ls.detach()) * share
-                parts["auxiliary"] += float(lu.detach()) * share
-                known = chunk_labels != IGNORE_INDEX
-                parts["correct"] += int(((out.seg.argmax(1) == chunk_labels) & known).sum())
-                parts["labelled"] += int(known.sum())
-            if math.isfinite(parts["supervised"] + lam * parts["auxiliary"]):
-                scaler.step(optimizer)
-                scaler.update()
-            return parts
-        except torch.cuda.OutOfMemoryError:
-            if size == 1:
-                raise
-            micro[0] = max(1, size // 2)
-            optimizer.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            reporter.info(f"CUDA ran out of memory: continuing with batches of {micro[0]} "
-                          "(gradients accumulated to the same effective batch).")
-
-
-def _slice_prepared(prepared, sl, device):
-    from ..models.tasks import PreparedBatch
-
-    move = lambda t: t[sl].to(device, non_blocking=True)  # noqa: E731
-    return PreparedBatch(move(prepared.inputs), move(prepared.targets), move(prepared.labels),
-                         move(prepared.valid), {k: move(v) for k, v in prepared.extra.items()})
+def _extra_metrics(record) -> str:
+    """The task's and the balance's own numbers of an epoch, for the log line."""
+    words = {"confident_share": "confident pixels", "aux_gated_share": "auxiliary gated"}
+    return "".join(f", {words[k]} {100 * record[k]:.1f} %" for k in words if k in record)
 
 
 def _cancel_message(epoch, last_checkpoint):
@@ -309,12 +284,12 @@ def _cancel_message(epoch, last_checkpoint):
     return "Training cancelled during the first epoch; no checkpoint was written yet."
 
 
-def _nan_message(epoch, step, parts, lam, task, last_checkpoint):
+def _nan_message(epoch, step, parts, balance, task, last_checkpoint):
     kept = (f" The last good checkpoint is {last_checkpoint[0]} (epoch {last_checkpoint[1]})."
             if last_checkpoint else "")
     return (f"The loss became NaN/infinite at epoch {epoch}, step {step + 1} (supervised "
             f"{parts['supervised']}, auxiliary {parts['auxiliary']}). Likely causes: LAMBDA "
-            f"{lam:g} too large for task {task.task_id} (the paper's value is "
+            f"{balance.describe()} too large for task {task.task_id} (the paper's value is "
             f"{task.default_lambda:g}), a LEARNING_RATE too high, or image pixels with extreme "
             f"values that are not declared nodata.{kept}")
 
@@ -358,6 +333,7 @@ def _load_resume(path, config, reporter):
     c = meta["classes"]
     classes = ClassInfo(c["values"], c["names"], c["colors"], c["nodata"], c.get("pixel_counts", []))
     state = {"model": package.state_dict, "optimizer": package.checkpoint["optimizer"],
-             "scaler": package.checkpoint.get("scaler")}
+             "scaler": package.checkpoint.get("scaler"),
+             "balance": package.checkpoint.get("balance"), "task": package.checkpoint.get("task")}
     reporter.info(f"Resuming from {path} after epoch {done}.")
     return saved, done + 1, list(meta.get("history", [])), meta["normalization"], classes, state

@@ -11,7 +11,7 @@ forward pass are exactly those of a plain U-Net.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ class NetOutput(NamedTuple):
     seg: torch.Tensor                 # (B, C, H, W) class logits
     aux: Optional[torch.Tensor]       # (B, A, H, W) auxiliary head output, or None
     cls: Optional[torch.Tensor]       # (B, P) permutation logits, or None
+    extra: Optional[Dict[str, torch.Tensor]] = None   # a task's own extra passes (task.forward)
 
 
 class BerundaNetLate(nn.Module):
@@ -66,9 +67,20 @@ class BerundaNetLate(nn.Module):
         return self.unet.encoder.output_stride
 
     def forward(self, x: torch.Tensor) -> NetOutput:
+        features = self.encode(x)
+        return self.heads(features, self.decode(features))
+
+    # The parts of forward(), for tasks that need extra passes (e.g. a second decoder pass on
+    # perturbed features): forward(x) == heads(f, decode(f)) with f = encode(x).
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Encoder features, full resolution first (smp: [x, stride 2, …, stride 32])."""
         self.unet.check_input_shape(x)
-        features = self.unet.encoder(x)
-        decoded = self.unet.decoder(features)
+        return self.unet.encoder(x)
+
+    def decode(self, features: List[torch.Tensor]) -> torch.Tensor:
+        return self.unet.decoder(features)
+
+    def heads(self, features: List[torch.Tensor], decoded: torch.Tensor) -> NetOutput:
         seg = self.unet.segmentation_head(decoded)
         aux = self.aux_head(decoded) if self.aux_head is not None else None
         cls = (
@@ -77,6 +89,10 @@ class BerundaNetLate(nn.Module):
             else None
         )
         return NetOutput(seg, aux, cls)
+
+    def shared_parameters(self) -> List[nn.Parameter]:
+        """Encoder and decoder weights: what the supervised and auxiliary losses share."""
+        return list(self.unet.encoder.parameters()) + list(self.unet.decoder.parameters())
 
 
 def load_encoder_weights(encoder: nn.Module, path: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 from typing import Dict, Type
 
-from .base import AuxiliaryTask, PreparedBatch
+from .base import AuxiliaryTask, PreparedBatch, unlabeled_rows
 
 TASKS: Dict[str, Type[AuxiliaryTask]] = {}
 
@@ -33,6 +33,6 @@ def get_task(task_id: str, **params) -> AuxiliaryTask:
 
 
 # Import order = order shown to users.
-from . import none, reconstruction, kmeans, mumford_shah, inpainting, jigsaw  # noqa: E402,F401
+from . import none, reconstruction, kmeans, mumford_shah, inpainting, jigsaw, consistency  # noqa: E402,F401,E501
 
-__all__ = ["AuxiliaryTask", "PreparedBatch", "TASKS", "get_task", "register"]
+__all__ = ["AuxiliaryTask", "PreparedBatch", "TASKS", "get_task", "register", "unlabeled_rows"]

@@ -30,6 +30,13 @@ def number(name: str, value, low: float, high: float = math.inf, integer: bool =
     return int(f) if integer else f
 
 
+def choice(name: str, value, options):
+    """Check that a string hyper-parameter is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+    return value
+
+
 def float32(device: torch.device):
     """Disable autocast: einsum would otherwise run in fp16 under AMP, and centroid
     ratios and 1 - Σŷ² lose too much precision there."""

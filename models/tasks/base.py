@@ -1,8 +1,21 @@
 """The interface every auxiliary task implements.
 
 A task says what the auxiliary head must output, prepares a batch (masks,
-shuffles) and computes its unsupervised loss.  The training step only calls
-these methods; it never branches on a task's id.
+shuffles, strong views) and computes its unsupervised loss.  The training step
+only calls these methods, in this order, for every optimiser step; it never
+branches on a task's id:
+
+    prepared = task.prepare(images, labels, valid, generator)   # CPU, the whole step
+    task.before_step(net, prepared, device, chunk)   # once per step, no gradient
+    for each micro-batch (the whole step unless CUDA ran out of memory):
+        out = task.forward(net, micro)               # default: net(micro.inputs)
+        L   = Ls(out.seg, micro.labels) + λ · task.loss(out, micro)
+    optimiser step; task.after_step(net)
+
+Tensors a task puts in ``PreparedBatch.extra`` must have one row per tile: the
+step cuts every one of them into the same micro-batches.  ``state_dict`` is saved
+in every checkpoint (an EMA teacher, step counters) so that a resumed run
+continues exactly; ``epoch_metrics`` goes into the log and the history.
 """
 from __future__ import annotations
 
@@ -11,6 +24,7 @@ from typing import ClassVar, Dict, Optional
 
 import torch
 
+from .. import IGNORE_INDEX
 from ..network import NetOutput
 
 
@@ -20,12 +34,28 @@ class PreparedBatch:
     targets: torch.Tensor         # (B, bands, H, W) the image the auxiliary loss compares to
     labels: torch.Tensor          # (B, H, W) int64 class indices, IGNORE_INDEX where unknown
     valid: torch.Tensor           # (B, 1, H, W) float 1/0: pixels with valid image data
-    extra: Dict[str, torch.Tensor] = field(default_factory=dict)  # task-specific (mask, permutation)
+    extra: Dict[str, torch.Tensor] = field(default_factory=dict)  # task-specific, one row per tile
+
+    def rows(self, sl, device) -> "PreparedBatch":
+        """Rows ``sl`` of every tensor, on ``device`` (a micro-batch)."""
+        move = lambda t: t[sl].to(device, non_blocking=True)  # noqa: E731
+        inputs = move(self.inputs)
+        targets = inputs if self.targets is self.inputs else move(self.targets)
+        return PreparedBatch(inputs, targets, move(self.labels), move(self.valid),
+                             {k: move(v) for k, v in self.extra.items()})
+
+
+def unlabeled_rows(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: tiles without a single labelled pixel (the unlabeled rasters' tiles)."""
+    return ~(labels != IGNORE_INDEX).flatten(1).any(dim=1)
 
 
 class AuxiliaryTask:
     task_id: ClassVar[str] = ""
     default_lambda: ClassVar[float] = 0.0
+    # λ that LAMBDA=auto keeps fixed for a loss that is already in the supervised loss's units
+    # (a cross-entropy over the same kind of pixels); None: auto balances the magnitudes.
+    auto_lambda: ClassVar[Optional[float]] = None
     description: ClassVar[str] = ""
     uses_unlabeled: ClassVar[bool] = True  # False only for the supervised baseline
 
@@ -45,5 +75,28 @@ class AuxiliaryTask:
                 generator: Optional[torch.Generator] = None) -> PreparedBatch:
         return PreparedBatch(inputs=images, targets=images, labels=labels, valid=valid)
 
+    def before_step(self, net, batch: PreparedBatch, device: torch.device,
+                    chunk: Optional[int] = None) -> None:
+        """Once per optimiser step, before the step is cut into micro-batches, without
+        gradient: work that must see every tile of the step (pseudo-labels, CutMix partners).
+        ``chunk``: at most this many tiles per forward pass (None: any)."""
+
+    def forward(self, net, batch: PreparedBatch) -> NetOutput:
+        """The passes of one micro-batch; ``out.seg`` (one row per tile) feeds Ls."""
+        return net(batch.inputs)
+
     def loss(self, out: NetOutput, batch: PreparedBatch) -> torch.Tensor:
         raise NotImplementedError
+
+    def after_step(self, net) -> None:
+        """After the optimiser step (e.g. an EMA teacher follows the weights)."""
+
+    def epoch_metrics(self) -> dict:
+        """Numbers for this epoch's log line and history record; resets them."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

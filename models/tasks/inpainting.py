@@ -18,8 +18,13 @@ from typing import Optional
 import torch
 
 from . import register
-from ._common import EPS, float32, number
+from .. import IGNORE_INDEX
+from ..network import NetOutput
+from ._common import EPS, choice as _choice, float32, number
 from .base import AuxiliaryTask, PreparedBatch
+
+SUPERVISION = ("ignore", "clean", "masked")
+NORMALIZATION = ("pixels", "mask")
 
 
 def random_square_mask(shape, size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -40,11 +45,19 @@ class InpaintingTask(AuxiliaryTask):
     default_lambda = 5.0
     description = "inpainting (context encoder)"
 
-    def __init__(self, mask_size: int = 80):
+    # Variants (bench/paper.py --variant inpainting.supervision=…); see the module docstring.
+    supervision = "ignore"
+    normalization = "pixels"
+
+    def __init__(self, mask_size: int = 80, supervision: str = None, normalization: str = None):
         self.mask_size = number("mask_size", mask_size, 1, integer=True)
+        self.supervision = _choice("supervision", supervision or self.supervision, SUPERVISION)
+        self.normalization = _choice("normalization", normalization or self.normalization,
+                                     NORMALIZATION)
 
     def hparams(self):
-        return {"mask_size": self.mask_size}
+        return {"mask_size": self.mask_size, "supervision": self.supervision,
+                "normalization": self.normalization}
 
     def head_channels(self, in_channels):
         return in_channels
@@ -52,11 +65,25 @@ class InpaintingTask(AuxiliaryTask):
     def prepare(self, images, labels, valid, generator=None):
         mask = random_square_mask(images.shape, self.mask_size, generator).to(images.device)
         inputs = images * (1 - mask).to(images.dtype)
+        extra = {"mask": mask}
+        if self.supervision == "ignore":
+            labels = labels.masked_fill(mask[:, 0] > 0, IGNORE_INDEX)
+        elif self.supervision == "clean":
+            extra["clean"] = images
         return PreparedBatch(inputs=inputs, targets=images, labels=labels, valid=valid,
-                             extra={"mask": mask})
+                             extra=extra)
+
+    def forward(self, net, batch):
+        if "clean" not in batch.extra:
+            return net(batch.inputs)
+        # one pass over clean + blanked tiles: Ls on the clean ones, Lu on the blanked ones
+        m = batch.inputs.shape[0]
+        out = net(torch.cat([batch.extra["clean"], batch.inputs]))
+        return NetOutput(out.seg[:m], out.aux[m:], None)
 
     def loss(self, out, batch):
         with float32(out.aux.device):
             weight = batch.extra["mask"].float() * batch.valid.float()
             sq = (batch.targets.float() - out.aux.float()).pow(2).sum(dim=1, keepdim=True)
-            return (sq * weight).sum() / (weight.sum() + EPS)
+            pixels = weight if self.normalization == "mask" else batch.valid.float()
+            return (sq * weight).sum() / (pixels.sum() + EPS)

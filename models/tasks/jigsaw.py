@@ -27,12 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from . import register
-from ._common import float32, number
-from .base import AuxiliaryTask, PreparedBatch
+from .. import IGNORE_INDEX
+from ._common import choice, float32, number
+from .base import AuxiliaryTask, PreparedBatch, unlabeled_rows
 
 GRID = 3
 UNSHUFFLED_SHARE = 0.3
 SELECTIONS = ("maxmin", "maxtotal")
+SUPERVISION = ("labeled_ordered", "ordered_only", "shuffled")
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,20 +112,22 @@ class JigsawTask(AuxiliaryTask):
     default_lambda = 0.5
     description = "jigsaw puzzle (3×3 patches)"
 
+    # Variant (bench/paper.py --variant jigsaw.supervision=…); see the module docstring.
+    supervision = "labeled_ordered"
+
     def __init__(self, permutations: int = 100, unshuffled_share: float = UNSHUFFLED_SHARE,
-                 selection: str = "maxmin"):
+                 selection: str = "maxmin", supervision: str = None):
         self.permutations = number("permutations", permutations, 1, 1000, integer=True)
         # share 1 would never shuffle: no puzzle to learn
         self.unshuffled_share = number("unshuffled_share", unshuffled_share, 0.0, 1.0,
                                        high_open=True)
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-        self.selection = selection
+        self.selection = choice("selection", selection, SELECTIONS)
+        self.supervision = choice("supervision", supervision or self.supervision, SUPERVISION)
         self.perm_table = hamming_permutations(self.permutations, selection)
 
     def hparams(self):
         return {"permutations": self.permutations, "unshuffled_share": self.unshuffled_share,
-                "selection": self.selection}
+                "selection": self.selection, "supervision": self.supervision}
 
     def classifier_classes(self):
         return self.permutations + 1
@@ -137,6 +141,8 @@ class JigsawTask(AuxiliaryTask):
         ordered = torch.rand(b, generator=generator) < self.unshuffled_share
         shuffled = torch.randint(1, self.permutations + 1, (b,), generator=generator)
         classes = torch.where(ordered, torch.zeros_like(shuffled), shuffled)
+        if self.supervision == "labeled_ordered":     # only tiles without labels are shuffled
+            classes = torch.where(unlabeled_rows(labels), classes, torch.zeros_like(classes))
         inputs, new_labels, new_valid = [], [], []
         for i in range(b):
             perm = self.permutation(int(classes[i]))
@@ -144,7 +150,10 @@ class JigsawTask(AuxiliaryTask):
             new_labels.append(shuffle_tiles(labels[i], perm))
             new_valid.append(shuffle_tiles(valid[i], perm))
         inputs = torch.stack(inputs)
-        return PreparedBatch(inputs=inputs, targets=inputs, labels=torch.stack(new_labels),
+        new_labels = torch.stack(new_labels)
+        if self.supervision == "ordered_only":        # labels of shuffled tiles are not used
+            new_labels[classes > 0] = IGNORE_INDEX
+        return PreparedBatch(inputs=inputs, targets=inputs, labels=new_labels,
                              valid=torch.stack(new_valid),
                              extra={"perm_class": classes.to(images.device)})
 

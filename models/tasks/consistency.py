@@ -1,0 +1,293 @@
+"""Consistency regularisation (FixMatch, Sohn et al. 2020; UniMatch, Yang et al. CVPR 2023):
+pseudo-labels from a weak view, learned on a strong view and on perturbed features.
+
+For the unlabeled tiles of a step (tiles without a single labelled pixel):
+
+- **weak view** = the tile as sampled (flips/rot90 already applied).  Once per step,
+  before any micro-batch split, the supervised head predicts it without gradient
+  (``before_step``); a pixel whose top soft-max probability is ≥ τ (``confidence``)
+  and whose image data is valid becomes a pseudo-label, every other pixel is ignored.
+  Batch norm uses the batch's own statistics there without touching the running
+  averages: after a few hundred steps those averages still lag the weights and
+  eval-mode predictions are poor (see engine/batchnorm.py).
+- **strong view** (``prepare``, on the CPU with the step's generator) = photometric
+  perturbations that make sense for any band count once the bands are z-scored —
+  per-band gain/offset jitter, a band-mixing jitter (identity + small random matrix;
+  with p = 0.2 all bands replaced by their mean), Gaussian blur, Gaussian noise —
+  then **CutMix** with another unlabeled tile of the step: a random box (p = 0.5,
+  2–40 % of the tile) is pasted from the partner.  The pseudo-labels, their
+  confidence masks and the validity masks are mixed with the same box and partner.
+- **feature perturbation** (UniMatch): a second decoder pass on the weak view's
+  encoder features with channel dropout (Dropout2d, p = 0.5) on every skip level,
+  trained against the un-mixed pseudo-labels.  Only while the network trains.
+
+    Lu = ½ (CE(strong) + CE(perturbed features))
+
+each a cross-entropy summed over the confident pixels and divided by the number
+of valid unlabeled pixels of the whole step (unconfident pixels count in the
+denominator, as in FixMatch, so Lu grows as the network becomes confident).  The
+step-wide denominator keeps Lu the same when CUDA memory forces micro-batches.
+
+Optional EMA teacher (``ema_decay`` > 0, mean teacher, Tarvainen & Valpola 2017):
+the pseudo-labels come from an exponential moving average of the weights
+(decay min(ema_decay, 1 − 1/(t+1)) at step t), saved in every checkpoint.
+
+Per epoch, ``confident_share`` = confident / valid unlabeled pixels is logged and
+stored in the history: it says whether pseudo-labels are used at all.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from . import register
+from .. import IGNORE_INDEX
+from ..network import NetOutput
+from ._common import number
+from .base import AuxiliaryTask, PreparedBatch, unlabeled_rows
+
+FP_DROPOUT = 0.5          # UniMatch's channel dropout on the features
+
+
+def _uniform(gen, lo, hi, *shape):
+    return lo + (hi - lo) * torch.rand(*shape, generator=gen)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of one (C,H,W) tile, reflected borders."""
+    radius = min(int(math.ceil(3 * sigma)), (min(x.shape[-2:]) - 1))
+    if radius < 1:
+        return x
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).to(x.device)
+    c = x.shape[0]
+    y = F.pad(x[None], (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return y[0]
+
+
+def photometric(x: torch.Tensor, valid: torch.Tensor, gen: Optional[torch.Generator],
+                strength: float = 1.0) -> torch.Tensor:
+    """Strong photometric perturbation of z-scored tiles (k, C, H, W); invalid pixels stay 0.
+
+    Every random number is drawn whether or not its perturbation is applied, so the
+    stream does not depend on earlier coin flips."""
+    k, c = x.shape[:2]
+    s = strength
+    jitter = (torch.rand(k, generator=gen) < 0.8).view(k, 1, 1, 1)
+    gain = _uniform(gen, 1 - 0.4 * s, 1 + 0.4 * s, k, 1, 1, 1) \
+        * _uniform(gen, 1 - 0.15 * s, 1 + 0.15 * s, k, c, 1, 1)
+    offset = _uniform(gen, -0.4 * s, 0.4 * s, k, 1, 1, 1) \
+        + _uniform(gen, -0.15 * s, 0.15 * s, k, c, 1, 1)
+    mixing = torch.eye(c) + _uniform(gen, -0.15 * s, 0.15 * s, k, c, c)
+    gray = (torch.rand(k, generator=gen) < 0.2).view(k, 1, 1, 1)
+    blur = torch.rand(k, generator=gen) < 0.5
+    sigma = _uniform(gen, 0.1, 2.0, k)
+    noisy = (torch.rand(k, generator=gen) < 0.5).view(k, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=gen) * _uniform(gen, 0.0, 0.1 * s, k, 1, 1, 1)
+
+    y = torch.einsum("kij,kjhw->kihw", mixing.to(x), x) * gain.to(x) + offset.to(x)
+    y = torch.where(gray.to(x.device), y.mean(dim=1, keepdim=True).expand_as(y), y)
+    y = torch.where(jitter.to(x.device), y, x)
+    y = torch.stack([gaussian_blur(t, float(sg)) if b else t for t, b, sg in zip(y, blur, sigma)])
+    y = y + torch.where(noisy, noise, torch.zeros_like(noise)).to(x)
+    return y * valid
+
+
+def cutmix_boxes(k: int, h: int, w: int, gen: Optional[torch.Generator], p: float = 0.5,
+                 area=(0.02, 0.4), ratio=(0.3, 1 / 0.3)) -> torch.Tensor:
+    """(k,1,h,w) float: for each tile, with probability p, one box of ones covering a
+    random share ``area`` of the tile with aspect ratio in ``ratio``; else zeros."""
+    use = torch.rand(k, generator=gen) < p
+    share = _uniform(gen, area[0], area[1], k)
+    log_r = _uniform(gen, math.log(ratio[0]), math.log(ratio[1]), k)
+    fy, fx = torch.rand(k, generator=gen), torch.rand(k, generator=gen)
+    boxes = torch.zeros(k, 1, h, w)
+    for i in range(k):
+        if not use[i]:
+            continue
+        r = math.exp(float(log_r[i]))
+        bh = max(1, min(h, int(round(math.sqrt(float(share[i]) * h * w / r)))))
+        bw = max(1, min(w, int(round(math.sqrt(float(share[i]) * h * w * r)))))
+        top, left = int(fy[i] * (h - bh + 1)), int(fx[i] * (w - bw + 1))
+        boxes[i, :, top:top + bh, left:left + bw] = 1.0
+    return boxes
+
+
+def mix(t: torch.Tensor, partner: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Row i of the result is row partner[i] of ``t`` inside box[i] and row i outside.
+    ``box`` (n,1,H,W) is broadcast to t's shape ((n,C,H,W) or (n,H,W))."""
+    inside = box > 0
+    if t.dim() == 3:
+        inside = inside[:, 0]
+    return torch.where(inside.to(t.device), t[partner.to(t.device)], t)
+
+
+def pseudo_labels(logits: torch.Tensor, valid: torch.Tensor, confidence: float):
+    """(labels, keep): argmax class where the top soft-max probability is ≥ ``confidence``
+    on a valid pixel, IGNORE_INDEX elsewhere.  logits (n,C,H,W), valid (n,1,H,W)."""
+    prob, cls = torch.softmax(logits.float(), dim=1).max(dim=1)
+    keep = (prob >= confidence) & (valid[:, 0] > 0)
+    return torch.where(keep, cls, torch.full_like(cls, IGNORE_INDEX)), keep
+
+
+@contextlib.contextmanager
+def batch_statistics(net):
+    """Batch norm normalises with the batch's own statistics and leaves the running
+    averages (and the batch counter) untouched."""
+    norms = [m for m in net.modules() if isinstance(m, _BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        m.training, m.track_running_stats = True, False
+    try:
+        yield
+    finally:
+        for m, (training, track) in zip(norms, saved):
+            m.training, m.track_running_stats = training, track
+
+
+@register
+class ConsistencyTask(AuxiliaryTask):
+    task_id = "consistency"
+    default_lambda = 1.0
+    auto_lambda = 1.0    # Lu is a cross-entropy like Ls: both in the same units already
+    description = "consistency (pseudo-labels from a weak view, learned on a strong one)"
+    # Tuning knobs for the benchmarks (bench/paper.py --variant); not user parameters.
+    strength = 1.0       # scales every photometric perturbation
+    cutmix_p = 0.5
+
+    def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
+        self.confidence = number("confidence", confidence, 0.0, 1.0)
+        self.ema_decay = number("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+        self.teacher = None
+        self._pending_teacher = None
+        self.steps = 0           # EMA updates so far
+        self._confident = 0.0
+        self._seen = 0.0
+
+    def hparams(self):
+        return {"confidence": self.confidence, "ema_decay": self.ema_decay}
+
+    # -- per step, on the CPU: strong views and CutMix boxes -----------------------------------
+    def prepare(self, images, labels, valid, generator=None):
+        n, _, h, w = images.shape
+        u = unlabeled_rows(labels)
+        extra = {"unlabeled": u}
+        idx = u.nonzero()[:, 0]
+        k = len(idx)
+        if k:
+            strong = photometric(images[idx], valid[idx], generator, self.strength)
+            order = torch.randperm(k, generator=generator)
+            partner = torch.empty(k, dtype=torch.long)
+            partner[order] = order.roll(-1)      # a different tile when there are several
+            box = cutmix_boxes(k, h, w, generator, self.cutmix_p)
+            full_box = torch.zeros(n, 1, h, w)
+            full_box[idx] = box
+            full_partner = torch.arange(n)
+            full_partner[idx] = idx[partner]
+            extra.update(strong=mix(torch.zeros_like(images).index_copy(0, idx, strong),
+                                    full_partner, full_box),
+                         strong_valid=mix(valid, full_partner, full_box),
+                         box=full_box, partner=full_partner)
+        return PreparedBatch(images, images, labels, valid, extra)
+
+    # -- once per step, no gradient: pseudo-labels ---------------------------------------------
+    def before_step(self, net, batch, device, chunk=None):
+        u = batch.extra.get("unlabeled")
+        if u is None or not bool(u.any()):
+            return
+        idx = u.nonzero()[:, 0]
+        teacher = self._teacher(net)
+        logits = []
+        with torch.no_grad(), batch_statistics(teacher):
+            for part in idx.split(chunk or len(idx)):
+                logits.append(teacher(batch.inputs[part].to(device)).seg.float().cpu())
+        labels_u, keep = pseudo_labels(torch.cat(logits), batch.valid[idx], self.confidence)
+        n = batch.inputs.shape[0]
+        pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
+        pseudo[idx] = labels_u
+        valid_fp = float(batch.valid[idx].sum())
+        valid_strong = float(batch.extra["strong_valid"][idx].sum())
+        self._confident += float(keep.sum())
+        self._seen += valid_fp
+        # Lu of a micro-batch of r tiles = sum * norm / r  ->  over the step: sum / (valid pixels)
+        norm = torch.tensor([n / max(valid_strong, 1.0), n / max(valid_fp, 1.0)])
+        batch.extra.update(pseudo=pseudo,
+                           pseudo_mix=mix(pseudo, batch.extra["partner"], batch.extra["box"]),
+                           norm=norm.expand(n, 2).clone())
+
+    # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
+    def forward(self, net, batch):
+        u = batch.extra.get("unlabeled")
+        if u is None or "pseudo" not in batch.extra or not net.training or not bool(u.any()):
+            return net(batch.inputs)
+        m = batch.inputs.shape[0]
+        features = net.encode(torch.cat([batch.inputs, batch.extra["strong"][u]]))
+        out = net.heads(features, net.decode(features))
+        weak = [f[:m][u] for f in features]
+        perturbed = [weak[0]] + [F.dropout2d(f, FP_DROPOUT, training=True) for f in weak[1:]]
+        fp = net.heads(perturbed, net.decode(perturbed)).seg
+        return NetOutput(out.seg[:m], None if out.aux is None else out.aux[:m],
+                         None if out.cls is None else out.cls[:m],
+                         {"strong": out.seg[m:], "fp": fp})
+
+    def loss(self, out, batch):
+        extra = out.extra or {}
+        if "strong" not in extra:
+            return out.seg.new_zeros((), dtype=torch.float32)
+        u = batch.extra["unlabeled"]
+        norm = batch.extra["norm"][u][0]
+        rows = batch.inputs.shape[0]
+        ce = lambda logits, target: F.cross_entropy(  # noqa: E731
+            logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+        strong = ce(extra["strong"], batch.extra["pseudo_mix"][u]) * norm[0] / rows
+        perturbed = ce(extra["fp"], batch.extra["pseudo"][u]) * norm[1] / rows
+        return 0.5 * (strong + perturbed)
+
+    # -- EMA teacher, metrics, checkpoint state --------------------------------------------
+    def _teacher(self, net):
+        if self.ema_decay <= 0:
+            return net
+        if self.teacher is None:
+            self.teacher = copy.deepcopy(net).requires_grad_(False)
+            if self._pending_teacher is not None:
+                self.teacher.load_state_dict(self._pending_teacher)
+                self._pending_teacher = None
+        return self.teacher
+
+    def after_step(self, net):
+        if self.teacher is None:
+            return
+        self.steps += 1
+        d = min(self.ema_decay, 1.0 - 1.0 / (self.steps + 1))
+        with torch.no_grad():
+            for t, s in zip(self.teacher.parameters(), net.parameters()):
+                t.mul_(d).add_(s.detach(), alpha=1.0 - d)
+            for t, s in zip(self.teacher.buffers(), net.buffers()):
+                t.copy_(s)
+
+    def epoch_metrics(self):
+        seen, confident = self._seen, self._confident
+        self._seen = self._confident = 0.0
+        return {"confident_share": confident / seen} if seen else {}
+
+    def state_dict(self):
+        if self.teacher is None and self._pending_teacher is None:
+            return {}
+        weights = self.teacher.state_dict() if self.teacher is not None else self._pending_teacher
+        return {"teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
+                "steps": self.steps}
+
+    def load_state_dict(self, state):
+        if state.get("teacher") is not None:
+            self._pending_teacher = state["teacher"]
+            self.teacher = None
+        self.steps = int(state.get("steps", 0))
