@@ -14,7 +14,8 @@ from .training_parameters import TASK_IDS, TRAINING_HELP, add_training_parameter
 
 
 def parse_lambdas(text: str):
-    """'0.5, 1,5' -> [0.5, 1.0, 5.0]; empty -> None (each task's paper value)."""
+    """'0.5, 1,5' -> [0.5, 1.0, 5.0]; 'auto' and 'paper' (each task's paper value) kept as
+    words; empty -> None (each task's paper value)."""
     text = (text or "").strip()
     if not text:
         return None
@@ -23,11 +24,14 @@ def parse_lambdas(text: str):
         part = part.strip()
         if not part:
             continue
+        if part.lower() in ("auto", "paper"):
+            values.append(part.lower())
+            continue
         try:
             value = float(part)
         except ValueError:
             raise QgsProcessingException(f"LAMBDAS: {part!r} is not a number; give comma-separated "
-                                         "values such as 0.5, 1, 5.") from None
+                                         "values such as 0.5, 1, 5, auto, paper.") from None
         if value < 0:
             raise QgsProcessingException(f"LAMBDAS: {value} is negative; λ must be >= 0.")
         values.append(value)
@@ -50,7 +54,9 @@ class CompareAlgorithm(BerundaAlgorithm):
             "λ per task (the paper's Fig. 3). Cancelling stops after the current step and keeps the "
             "finished rows.<br>"
             "<b>AUX_TASKS</b>: tasks to compare (the supervised baseline is always included).<br>"
-            "<b>LAMBDAS</b>: comma-separated λ values; empty = each task's paper value.<br>"
+            "<b>LAMBDAS</b>: comma-separated λ values: numbers, <i>auto</i> (balanced during "
+            "training, drawn as a star in the λ plot) and <i>paper</i> (each task's paper "
+            "value); empty = each task's paper value.<br>"
             "<b>RUNS</b>: seeds per configuration (paper: 4); seeds are SEED, SEED+1, …<br>"
             "<b>VALIDATION_IMAGES</b>, <b>VALIDATION_LABELS</b>: held-out pairs, same order.<br>"
             + TRAINING_HELP +

@@ -9,9 +9,9 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParam
                        QgsProcessingParameterString, QgsProcessingParameterVectorLayer,
                        QgsProcessingUtils)
 
-TASK_IDS = ["none", "l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw"]
+TASK_IDS = ["none", "l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw", "consistency"]
 PAPER_LAMBDA = {"none": 0.0, "l1": 0.5, "l2": 5.0, "kmeans": 1.0, "mumford_shah": 1.0,
-                "inpainting": 5.0, "jigsaw": 0.5}
+                "inpainting": 5.0, "jigsaw": 0.5, "consistency": 1.0}
 DEVICES = ["auto", "cuda", "cpu"]
 
 TRAINING_HELP = (
@@ -22,13 +22,23 @@ TRAINING_HELP = (
     "<b>UNLABELED_IMAGES</b>: unannotated rasters used by the auxiliary task.<br>"
     "<b>AUX_TASK</b>: none (supervised baseline), l1 / l2 (reconstruction), kmeans (relaxed "
     "k-means segmentation), mumford_shah (Mumford–Shah segmentation), inpainting (context "
-    "encoder), jigsaw (3×3 jigsaw puzzle).<br>"
-    "<b>LAMBDA</b>: weight λ of the auxiliary loss; empty = the paper's best value: l1 0.5, l2 5, "
-    "kmeans 1, mumford_shah 1, inpainting 5, jigsaw 0.5. 0 = supervised.<br>"
+    "encoder), jigsaw (3×3 jigsaw puzzle), consistency (pseudo-labels from the network's own "
+    "confident predictions, learned on strongly perturbed and CutMix-ed tiles; not in the "
+    "paper).<br>"
+    "<b>LAMBDA</b>: weight λ of the auxiliary loss: a number ≥ 0, or empty / auto = balanced "
+    "automatically during training (the weighted auxiliary loss follows the size of the "
+    "supervised loss; consistency keeps λ = 1), so no per-task tuning is needed. The paper's "
+    "values: l1 0.5, l2 5, kmeans 1, mumford_shah 1, inpainting 5, jigsaw 0.5. 0 = supervised. "
+    "The λ used in each epoch is logged and stored in the model.<br>"
     "<b>ALPHA</b>, <b>CLUSTERS</b>: regulariser weight α and number of clusters K of kmeans and "
     "mumford_shah (paper: α=1, K=10).<br>"
     "<b>MASK_SIZE</b>: side c of the square inpainted (paper: 80 on 320-px tiles).<br>"
     "<b>PERMUTATIONS</b>: jigsaw permutation classes P (paper: 100).<br>"
+    "<b>CONFIDENCE</b> (consistency): a pixel becomes a pseudo-label only where the network's "
+    "top class probability is at least this (0.95); the share of such pixels is logged per "
+    "epoch.<br>"
+    "<b>EMA_DECAY</b> (consistency): 0 = pseudo-labels from the network itself; e.g. 0.99 = "
+    "from an exponential moving average of its weights (a steadier teacher).<br>"
     "<b>ENCODER</b>: any segmentation-models-pytorch encoder (resnet34, resnet18, efficientnet-b0…); "
     "random initial weights (nothing is downloaded).<br>"
     "<b>TILE_SIZE</b>: training tile side in pixels, multiple of 32 (paper: 320).<br>"
@@ -58,9 +68,8 @@ def add_training_parameters(alg, single_task: bool = True) -> None:
     if single_task:
         add(QgsProcessingParameterEnum("AUX_TASK", "Auxiliary task", TASK_IDS,
                                        defaultValue="kmeans", usesStaticStrings=True))
-        add(QgsProcessingParameterNumber("LAMBDA", "λ (empty = paper's value for the task)",
-                                         QgsProcessingParameterNumber.Double, optional=True,
-                                         minValue=0.0))
+        add(QgsProcessingParameterString("LAMBDA", "λ (a number, or empty / auto = balanced "
+                                         "automatically)", "", optional=True))
     add(adv(QgsProcessingParameterNumber("ALPHA", "α (kmeans, mumford_shah)",
                                          QgsProcessingParameterNumber.Double, 1.0, minValue=0.0)))
     add(adv(QgsProcessingParameterNumber("CLUSTERS", "Clusters K (kmeans, mumford_shah)",
@@ -70,6 +79,12 @@ def add_training_parameters(alg, single_task: bool = True) -> None:
     add(adv(QgsProcessingParameterNumber("PERMUTATIONS", "Jigsaw permutations P",
                                          QgsProcessingParameterNumber.Integer, 100, minValue=1,
                                          maxValue=1000)))
+    add(adv(QgsProcessingParameterNumber("CONFIDENCE", "Pseudo-label confidence τ (consistency)",
+                                         QgsProcessingParameterNumber.Double, 0.95, minValue=0.0,
+                                         maxValue=1.0)))
+    add(adv(QgsProcessingParameterNumber("EMA_DECAY", "EMA teacher decay (consistency; 0 = off)",
+                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0,
+                                         maxValue=0.9999)))
     add(adv(QgsProcessingParameterString("ENCODER", "Encoder", "resnet34")))
     add(adv(QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels, multiple of 32)",
                                          QgsProcessingParameterNumber.Integer, 320, minValue=32)))
@@ -88,9 +103,20 @@ def add_training_parameters(alg, single_task: bool = True) -> None:
     add(adv(QgsProcessingParameterBoolean("AUGMENT", "Flip/rotate augmentation", True)))
 
 
-def _optional_number(parameters, name):
-    value = parameters.get(name)
-    return None if value is None or value == "" else value
+def parse_lambda(text):
+    """LAMBDA: '' / 'auto' -> 'auto'; a number >= 0 -> float; anything else refused."""
+    text = "" if text is None else str(text).strip()
+    if text.lower() in ("", "auto"):
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise QgsProcessingException(f"LAMBDA {text!r} is neither a number nor 'auto'; give a "
+                                     "value such as 0.5, or leave it empty for auto.") from None
+    if not value >= 0 or value == float("inf"):
+        raise QgsProcessingException(f"LAMBDA {text} must be a finite number >= 0 (0 = "
+                                     "supervised), or empty / 'auto'.")
+    return value
 
 
 def training_config(alg, parameters, context, feedback, task: str = None, lam=None):
@@ -109,8 +135,7 @@ def training_config(alg, parameters, context, feedback, task: str = None, lam=No
                                      "LABEL_POLYGONS with CLASS_FIELD.")
     if task is None:
         task = alg.parameterAsEnumString(parameters, "AUX_TASK", context)
-        lam = _optional_number(parameters, "LAMBDA")
-        lam = None if lam is None else alg.parameterAsDouble(parameters, "LAMBDA", context)
+        lam = parse_lambda(alg.parameterAsString(parameters, "LAMBDA", context))
     return TrainingConfig(
         labeled_images=images,
         labels=labels,
@@ -121,6 +146,8 @@ def training_config(alg, parameters, context, feedback, task: str = None, lam=No
         clusters=alg.parameterAsInt(parameters, "CLUSTERS", context),
         mask_size=alg.parameterAsInt(parameters, "MASK_SIZE", context),
         permutations=alg.parameterAsInt(parameters, "PERMUTATIONS", context),
+        confidence=alg.parameterAsDouble(parameters, "CONFIDENCE", context),
+        ema_decay=alg.parameterAsDouble(parameters, "EMA_DECAY", context),
         encoder=alg.parameterAsString(parameters, "ENCODER", context).strip() or "resnet34",
         tile_size=alg.parameterAsInt(parameters, "TILE_SIZE", context),
         batch_size=alg.parameterAsInt(parameters, "BATCH_SIZE", context),

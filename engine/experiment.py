@@ -67,7 +67,7 @@ def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[Union[float
                     baseline: bool = True):
     """[(task, λ)]: the supervised baseline first (unless ``baseline`` is False), then each
     task at each λ of ``lambdas``: numbers, "auto", or "paper" (the task's paper value);
-    None = ["auto"] (LAMBDA's default)."""
+    None = ["paper"] (the paper's Table 1)."""
     from .trainer import TASKS
 
     grid = [("none", 0.0)] if baseline else []
@@ -77,7 +77,7 @@ def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[Union[float
         if task not in TASKS:
             raise InvalidParameterError(f"AUX_TASKS: unknown task {task!r}; choose from "
                                         f"{', '.join(t for t in TASKS if t != 'none')}.")
-        for lam in lambdas or ["auto"]:
+        for lam in lambdas or ["paper"]:
             if lam == "paper":
                 lam = TASKS[task].default_lambda
             grid.append((task, lam if lam == "auto" else float(lam)))

@@ -22,8 +22,10 @@ def test_train_with_default_lambda_and_layers(qgis_app, tmp_path):
                             UNLABELED_IMAGES=[image("scene2_part1")], AUX_TASK="mumford_shah",
                             OUTPUT_MODEL=str(tmp_path / "ms.pt")))
     meta = load_model(result["OUTPUT_MODEL"]).metadata
-    assert meta["task"] == {"id": "mumford_shah", "params": meta["task"]["params"], "lambda": 1.0,
-                            "mode": "semi-supervised"}
+    assert meta["task"] == {"id": "mumford_shah", "params": meta["task"]["params"],
+                            "lambda": "auto", "lambda_method": "magnitude",
+                            "mode": "semi-supervised"}   # LAMBDA empty = auto
+    assert all(r["lambda"] > 0 for r in meta["history"])
     assert meta["task"]["params"]["clusters"] == TINY["CLUSTERS"]
     assert meta["training"]["config"]["labeled_images"] == [image("scene1_part1")]
     assert result["CHECKPOINT"].endswith("ms.checkpoint.pt")

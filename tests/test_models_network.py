@@ -29,7 +29,16 @@ def test_forward_shapes(bands):
             assert out.cls.shape == (2, 7)
 
 
-@pytest.mark.parametrize("task_id", [t for t in TASKS if t != "none"])
+# Tasks with their own head; consistency's loss trains the supervised head itself
+# (tests/test_models_consistency.py checks where its gradients go).
+HEADED = [t for t in TASKS if get_task(t).head_channels(3) or get_task(t).classifier_classes()]
+
+
+def test_every_task_but_the_baseline_and_consistency_has_a_head():
+    assert set(TASKS) - set(HEADED) == {"none", "consistency"}
+
+
+@pytest.mark.parametrize("task_id", HEADED)
 def test_auxiliary_loss_trains_the_shared_encoder_not_the_supervised_head(task_id):
     torch.manual_seed(0)
     params = {"jigsaw": {"permutations": 10}, "inpainting": {"mask_size": 16}}.get(task_id, {})
@@ -38,7 +47,7 @@ def test_auxiliary_loss_trains_the_shared_encoder_not_the_supervised_head(task_i
     images = torch.randn(2, 3, 64, 64)
     no_labels = torch.full((2, 64, 64), -100, dtype=torch.long)
     batch = task.prepare(images, no_labels, torch.ones(2, 1, 64, 64), torch.Generator().manual_seed(0))
-    out = net(batch.inputs)
+    out = task.forward(net, batch)
     loss = task.default_lambda * task.loss(out, batch)
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from berunda.models import IGNORE_INDEX
 from berunda.models.network import NetOutput
 from berunda.models.tasks import TASKS, PreparedBatch, get_task
 from berunda.models.tasks.jigsaw import hamming_permutations, shuffle_tiles, unshuffle_tiles
@@ -141,15 +142,43 @@ def test_inpainting_prepare_masks_one_square_per_image():
     assert mask.shape == (3, 1, 16, 12)
     assert mask.sum((1, 2, 3)).tolist() == [25.0] * 3
     assert torch.equal(batch.inputs, images * (1 - mask))
-    assert torch.equal(batch.targets, images) and batch.labels is labels
+    assert torch.equal(batch.targets, images)
     again = task.prepare(images, labels, valid, torch.Generator().manual_seed(0))
     assert torch.equal(again.extra["mask"], mask)  # reproducible with the generator
     big = get_task("inpainting", mask_size=80).prepare(images, labels, valid)
     assert big.extra["mask"].sum().item() == 3 * 16 * 12  # clipped to the tile
 
 
+@pytest.mark.parametrize("supervision", ["ignore", "clean", "masked"])
+def test_labels_under_the_inpainting_mask_never_reach_the_supervised_loss(supervision):
+    task = get_task("inpainting", mask_size=6, supervision=supervision)
+    g = torch.Generator().manual_seed(4)
+    images = torch.randn(3, 2, 16, 16, generator=g)
+    labels = torch.randint(0, 5, (3, 16, 16), generator=g)
+    labels[2] = IGNORE_INDEX                              # an unlabeled tile
+    batch = task.prepare(images, labels, torch.ones(3, 1, 16, 16), g)
+    inside = batch.extra["mask"][:, 0] > 0
+    assert inside.sum() == 3 * 36
+    if supervision == "ignore":       # same blanked input, labels under the blank dropped
+        assert (batch.labels[inside] == IGNORE_INDEX).all()
+        assert torch.equal(batch.labels[~inside], labels[~inside])
+    elif supervision == "clean":      # Ls on a second, clean view of the tile
+        assert torch.equal(batch.labels, labels)
+        assert torch.equal(batch.extra["clean"], images)
+        seen = []
+
+        def net(x):
+            seen.append(x)
+            return NetOutput(x[:, :1] * 1.0, x * 2.0, None)
+        out = task.forward(net, batch)
+        assert len(seen) == 1 and torch.equal(seen[0], torch.cat([images, batch.inputs]))
+        assert torch.equal(out.seg, images[:, :1]) and torch.equal(out.aux, 2 * batch.inputs)
+    else:                             # the old behaviour: trained on the blank
+        assert torch.equal(batch.labels, labels)
+
+
 def test_inpainting_loss_counts_masked_pixels_only():
-    task = get_task("inpainting", mask_size=4)
+    task = get_task("inpainting", mask_size=4, normalization="mask")
     g = torch.Generator().manual_seed(2)
     images = torch.randn(2, 3, 10, 10, generator=g)
     valid = torch.ones(2, 1, 10, 10)
@@ -165,6 +194,10 @@ def test_inpainting_loss_counts_masked_pixels_only():
     assert task.loss(NetOutput(None, outside, None), batch).item() == pytest.approx(loss.item())
     inside = torch.where(m > 0, out + 1, out)
     assert task.loss(NetOutput(None, inside, None), batch).item() != pytest.approx(loss.item())
+    # the paper's eq. 6 (default): the same sum over the hole, divided by all N valid pixels
+    per_n = get_task("inpainting", mask_size=4).loss(NetOutput(None, out, None), batch)
+    sq = ((images.numpy() - out.numpy()) ** 2).sum(1)
+    assert per_n.item() == pytest.approx(sq[w].sum() / valid.sum().item(), rel=1e-5)
 
 
 # ---- jigsaw ---------------------------------------------------------------------------------
@@ -198,7 +231,7 @@ def test_unshuffle_inverts_shuffle(shape):
 
 
 def test_jigsaw_prepare_shuffles_image_labels_and_valid_identically():
-    task = get_task("jigsaw", permutations=30, unshuffled_share=0.3)
+    task = get_task("jigsaw", permutations=30, unshuffled_share=0.3, supervision="shuffled")
     n, h, w = 400, 9, 9
     ramp = torch.arange(h * w).reshape(1, h, w).expand(n, h, w)
     images = ramp[:, None].float().repeat(1, 2, 1, 1)
@@ -214,9 +247,33 @@ def test_jigsaw_prepare_shuffles_image_labels_and_valid_identically():
     for i in range(5):
         assert torch.equal(unshuffle_tiles(batch.inputs[i], task.permutation(int(cls[i]))), images[i])
     assert torch.equal(batch.inputs[cls == 0], images[cls == 0])
-    none_ordered = get_task("jigsaw", permutations=5, unshuffled_share=0.0).prepare(
+    none_ordered = get_task("jigsaw", permutations=5, unshuffled_share=0.0,
+                            supervision="shuffled").prepare(
         images[:50], ramp[:50], torch.ones(50, 1, h, w), torch.Generator().manual_seed(1))
     assert (none_ordered.extra["perm_class"] > 0).all()
+
+
+@pytest.mark.parametrize("supervision", ["labeled_ordered", "ordered_only"])
+def test_labels_of_shuffled_jigsaw_tiles_never_reach_the_supervised_loss(supervision):
+    task = get_task("jigsaw", permutations=10, unshuffled_share=0.3, supervision=supervision)
+    n, h, w = 200, 9, 9
+    g = torch.Generator().manual_seed(2)
+    images = torch.randn(n, 2, h, w, generator=g)
+    labels = torch.randint(0, 5, (n, h, w), generator=g)
+    labels[n // 2:] = IGNORE_INDEX                        # the second half is unlabeled
+    batch = task.prepare(images, labels, torch.ones(n, 1, h, w), torch.Generator().manual_seed(0))
+    cls = batch.extra["perm_class"]
+    shuffled = cls > 0
+    assert 0.5 < shuffled[n // 2:].float().mean() < 0.9   # the puzzle is still there
+    # every label that reaches Ls sits on an ordered tile, where it was
+    known = batch.labels != IGNORE_INDEX
+    assert not known[shuffled].any()
+    assert torch.equal(batch.labels[~shuffled], labels[~shuffled])
+    if supervision == "labeled_ordered":                  # labeled tiles keep all their labels
+        assert not shuffled[: n // 2].any()
+        assert torch.equal(batch.labels, labels)
+    else:
+        assert shuffled[: n // 2].any()
 
 
 def test_jigsaw_loss_is_cross_entropy():
@@ -232,7 +289,8 @@ def test_jigsaw_loss_is_cross_entropy():
 # ---- registry -------------------------------------------------------------------------------
 
 HEADS = {"none": (0, 0), "l1": (4, 0), "l2": (4, 0), "kmeans": (10, 0),
-         "mumford_shah": (10, 0), "inpainting": (4, 0), "jigsaw": (0, 101)}
+         "mumford_shah": (10, 0), "inpainting": (4, 0), "jigsaw": (0, 101),
+         "consistency": (0, 0)}
 
 
 @pytest.mark.parametrize("task_id", list(HEADS))
@@ -248,7 +306,7 @@ def test_registry_lists_the_paper_defaults():
     assert list(TASKS) == list(HEADS)
     assert {t: TASKS[t].default_lambda for t in TASKS} == {
         "none": 0.0, "l1": 0.5, "l2": 5.0, "kmeans": 1.0, "mumford_shah": 1.0,
-        "inpainting": 5.0, "jigsaw": 0.5}
+        "inpainting": 5.0, "jigsaw": 0.5, "consistency": 1.0}
 
 
 @pytest.mark.parametrize("task_id, params, word", [
@@ -262,6 +320,11 @@ def test_registry_lists_the_paper_defaults():
     ("jigsaw", {"permutations": 1001}, "permutations"),
     ("jigsaw", {"unshuffled_share": 1.0}, "unshuffled_share"),
     ("jigsaw", {"selection": "random"}, "selection"),
+    ("jigsaw", {"supervision": "all"}, "supervision"),
+    ("inpainting", {"supervision": "blank"}, "supervision"),
+    ("inpainting", {"normalization": "sum"}, "normalization"),
+    ("consistency", {"confidence": 1.5}, "confidence"),
+    ("consistency", {"ema_decay": 1.0}, "ema_decay"),
     ("l1", {"alpha": 1}, "alpha"),
 ])
 def test_registry_rejects_bad_input(task_id, params, word):
