@@ -65,6 +65,16 @@ def write_comparison_html(rows: List, supervised, best, path: str, title: str,
 
 
 def _lambda_plot(rows, supervised):
+    """The λ figure as base64 PNG, or None."""
+    fig = lambda_figure(rows, supervised)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def lambda_figure(rows, supervised):
     """mIoU vs λ per task (log x axis), like the paper's Fig. 3; None with < 2 λ per task.
     λ = auto is drawn as a star of the task's colour in its own column right of the numbers."""
     by_task = {}
@@ -111,7 +121,5 @@ def _lambda_plot(rows, supervised):
     ax.set_ylabel("mIoU (%)")
     ax.legend()
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return fig

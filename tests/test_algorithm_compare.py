@@ -173,11 +173,11 @@ def test_progress_covers_the_whole_grid(grid_run):
 
 def test_several_lambdas_embed_the_sensitivity_plot(qgis_app, validation, tmp_path):
     result = run_compare(base_params(validation, tmp_path, AUX_TASKS=["l2"],
-                                     LAMBDAS="0.5, 2", RUNS=1))
+                                     LAMBDAS="0.5, 2, auto", RUNS=1))
     rows = read_table(result["OUTPUT_TABLE"])
     assert [(r["aux"], r["lambda"], r["runs"]) for r in rows] == [
-        ("none", "", "1"), ("l2", "0.5", "1"), ("l2", "2", "1")]
-    assert [r["oa_std"] for r in rows] == ["0.00"] * 3   # one run: std 0
+        ("none", "", "1"), ("l2", "0.5", "1"), ("l2", "2", "1"), ("l2", "auto", "1")]
+    assert [r["oa_std"] for r in rows] == ["0.00"] * 4   # one run: std 0
     page = Path(result["OUTPUT_REPORT"]).read_text(encoding="utf-8")
     assert "Sensitivity to λ" in page
     found = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -185,6 +185,25 @@ def test_several_lambdas_embed_the_sensitivity_plot(qgis_app, validation, tmp_pa
     assert base64.b64decode(found.group(1)).startswith(b"\x89PNG\r\n\x1a\n")
     assert not result["OUTPUT_FOLDER"]                    # models not kept unless asked
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_lambda_plot_draws_auto_as_its_own_column():
+    from berunda.engine.comparison_report import lambda_figure
+    from berunda.engine.experiment import ComparisonRow
+
+    sup = ComparisonRow("none", 0.0, [50.0], [20.0])
+    rows = [sup, ComparisonRow("l2", 0.5, [51.0], [21.0]), ComparisonRow("l2", 5.0, [49.0], [19.0]),
+            ComparisonRow("l2", "auto", [52.0, 54.0], [22.0, 24.0]),
+            ComparisonRow("kmeans", "auto", [53.0], [25.0]), ComparisonRow("kmeans", 1.0, [52.0], [23.0])]
+    ax = lambda_figure(rows, sup).axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["0.5", "1", "5", "auto"]
+    x_auto = ax.get_xticks()[-1]
+    stars = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.get_lines()
+             if line.get_marker() == "*"]
+    assert sorted(stars) == [((x_auto,), (23.0,)), ((x_auto,), (25.0,))]   # l2 mean, kmeans
+    assert lambda_figure(rows[:2] + rows[3:4], sup) is not None   # one number + auto: a plot
+    assert lambda_figure(rows[:2], sup) is None                    # one λ per task: none
 
 
 def test_cancel_after_the_first_run_keeps_the_finished_rows(qgis_app, validation, tmp_path):

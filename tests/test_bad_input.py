@@ -239,6 +239,8 @@ def test_train_refuses_bad_rasters(qgis_app, inputs, tmp_path, case):
 # before the algorithm runs; the engine refuses the rest with the fix in the message.
 TRAIN_PARAMETER_CASES = {
     "lambda_negative": ({"AUX_TASK": "kmeans", "LAMBDA": -0.5}, ["LAMBDA"]),
+    "lambda_not_a_number": ({"AUX_TASK": "kmeans", "LAMBDA": "lots"}, ["LAMBDA", "'lots'", "auto"]),
+    "confidence_above_1": ({"AUX_TASK": "consistency", "CONFIDENCE": 1.5}, ["CONFIDENCE"]),
     "alpha_negative": ({"AUX_TASK": "kmeans", "ALPHA": -1.0}, ["ALPHA"]),
     "clusters_below_2": ({"AUX_TASK": "mumford_shah", "CLUSTERS": 1}, ["CLUSTERS"]),
     "mask_equal_to_tile": ({"AUX_TASK": "inpainting", "MASK_SIZE": 64},

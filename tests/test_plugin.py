@@ -53,7 +53,8 @@ assert QgsApplication.processingRegistry().providerById('berunda') is None
 
 EXPECTED_PARAMETERS = {
     "train": ["LABELED_IMAGES", "LABELS", "LABEL_POLYGONS", "CLASS_FIELD", "UNLABELED_IMAGES",
-              "AUX_TASK", "LAMBDA", "ALPHA", "CLUSTERS", "MASK_SIZE", "PERMUTATIONS", "ENCODER",
+              "AUX_TASK", "LAMBDA", "ALPHA", "CLUSTERS", "MASK_SIZE", "PERMUTATIONS", "CONFIDENCE",
+              "EMA_DECAY", "ENCODER",
               "TILE_SIZE", "BATCH_SIZE", "EPOCHS", "SAMPLES_PER_EPOCH", "LEARNING_RATE", "DEVICE",
               "SEED", "VALIDATION_IMAGES", "VALIDATION_LABELS", "RESUME", "OUTPUT_MODEL"],
     "classify": ["INPUT", "MODEL", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT",
