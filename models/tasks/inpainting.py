@@ -2,14 +2,27 @@
 
 prepare() blanks one random c×c square per image (M = 1 there); the network sees
 (1 − M)·x, where 0 is the band mean once the image is normalised, and the
-auxiliary head outputs the image back.  The supervised head sees the same
-blanked input (one forward pass) and keeps its labels.
+auxiliary head outputs the image back.
 
-    Lu = Σ_i M_i v_i ‖x_i − x̂_i‖² / (Σ_i M_i v_i + ε)
+The supervised head never learns labels under the blank (the paper's eq. 1 trains
+Ls on the clean image); ``supervision`` says how:
 
-i.e. the squared error summed over bands, averaged over the masked valid pixels
-of the batch (‖M‖ = number of masked pixels): only the blanked square counts, in
-the same per-pixel units as the L2 reconstruction loss.
+- ``ignore`` (default): one forward pass of the blanked tile; labels under the
+  mask are set to IGNORE_INDEX, so Ls sees only pixels whose own value is intact.
+- ``clean``: a second pass of the clean tile feeds Ls (the blanked pass feeds Lu
+  only); exact eq. 1, at twice the forward cost.
+- ``masked``: the first version: Ls trained on the blanked tile with its labels
+  (~6 % of the labeled pixels learn "empty square = this class").
+
+    Lu = Σ_i M_i v_i ‖x_i − x̂_i‖² / (Σ_i v_i + ε)              normalization="pixels"
+    Lu = Σ_i M_i v_i ‖x_i − x̂_i‖² / (Σ_i M_i v_i + ε)          normalization="mask"
+
+i.e. the squared error summed over bands and over the masked valid pixels, divided
+by all N valid pixels (the paper's eq. 6 with eq. 2; default) or by the ‖M‖ masked
+ones (SPEC.md's first reading, (T/c)² = 16× larger at c = 80 on 320 px).  Under
+LAMBDA=auto the two differ only by a constant factor, which the balance removes.
+
+Choice by measurement: bench/README.md, "Inpainting and jigsaw variants".
 """
 from __future__ import annotations
 

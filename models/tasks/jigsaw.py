@@ -2,13 +2,27 @@
 
 The tile is cut into a 3×3 grid and the cells are permuted with one of P fixed
 permutations; the pooled bottleneck classifier predicts which one
-(cross-entropy).  As in JiGen the segmentation target, and the nodata mask, are
-permuted identically, so the supervised task trains on the shuffled tile too.
+(cross-entropy).  The segmentation target and the nodata mask are permuted
+identically with the image.
 
 Classes: 0 = identity (tile left in order), 1..P = the P permutations.
-JiGen keeps a share of ordered tiles (its β, "bias_whole_image"); we use
-UNSHUFFLED_SHARE = 0.3 by default: the segmentation head still sees natural
-tiles part of the time, while 70 % of the tiles carry the puzzle.
+JiGen keeps a share of ordered tiles (its β, "bias_whole_image"); a tile is left
+in order with probability UNSHUFFLED_SHARE = 0.3.
+
+The supervised head never learns from shuffled cells (artificial seams and
+out-of-context cells never occur at inference); ``supervision`` says how:
+
+- ``labeled_ordered`` (default): only tiles without labels (the unlabeled
+  rasters' tiles) are shuffled, 70 % of them; labeled tiles stay in order and
+  count as identity examples for the classifier.  Ls keeps every labelled pixel.
+- ``ordered_only``: every tile may be shuffled, and the labels of shuffled tiles
+  are ignored: Ls learns from the 30 % ordered labeled tiles only.
+- ``shuffled``: the first version (as in the paper following JiGen): Ls trains
+  on the shuffled tiles with shuffled targets.
+
+With no unlabeled raster at all, ``labeled_ordered`` leaves nothing to shuffle
+(the puzzle is trivial); give unlabeled rasters for jigsaw.
+Choice by measurement: bench/README.md, "Inpainting and jigsaw variants".
 
 Permutation sets: Noroozi & Favaro's Algorithm 1 ("maxtotal") adds, among all
 9! permutations, the one with the largest *total* Hamming distance to those
