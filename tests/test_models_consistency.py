@@ -164,6 +164,23 @@ def test_gradients_of_lu_reach_encoder_and_decoder(tiny):
     net.zero_grad()
 
 
+def test_mixed_precision_gives_a_float32_loss_with_gradients(tiny):
+    """As under CUDA AMP (here CPU autocast, bfloat16): pseudo-labels, passes and Lu."""
+    net, images, labels, valid = tiny
+    task = get_task("consistency", confidence=0.0)
+    net.train()
+    net.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prepared = prepared_step(task, net, images, labels, valid)
+        out = task.forward(net, prepared)
+        lu = task.loss(out, prepared)
+    assert out.extra["strong"].dtype == torch.bfloat16
+    assert lu.dtype == torch.float32 and torch.isfinite(lu) and lu.item() > 0
+    lu.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.unet.encoder.parameters())
+    net.zero_grad()
+
+
 def test_nothing_is_computed_for_labeled_only_batches():
     task = get_task("consistency")
     images, labels, valid = batch_with(labeled=3, unlabeled=0)
