@@ -309,7 +309,7 @@ def main(argv=None):
               "tasks": args.tasks, "lambdas": args.lambdas, "seeds": args.seeds,
               "variants": args.variant, "auto_method": args.auto_method,
               "rows": [{"task": r.task, "lambda": r.lam, "oa": r.oa, "miou": r.miou,
-                        "histories": r.histories} for r in done],
+                        "histories": r.histories, "scores": r.scores} for r in done],
               "markdown": table}
     (args.out / "run.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
     print(f"\n{table}\n\n{len(done)} rows, {runs} trainings in {seconds / 60:.1f} min on "

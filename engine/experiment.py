@@ -26,6 +26,7 @@ class ComparisonRow:
     miou: List[float] = field(default_factory=list)
     models: List[str] = field(default_factory=list)
     histories: List[List[dict]] = field(default_factory=list)   # per seed, per epoch
+    scores: List[dict] = field(default_factory=list)            # per seed: all validation scores
 
     @property
     def mode(self) -> str:
@@ -132,6 +133,7 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str],
                 row.oa.append(scores["overall_accuracy"])
                 row.miou.append(scores["mean_iou"])
                 row.histories.append(trained.history)
+                row.scores.append(scores)
                 if keep:
                     row.models.append(model)
                 else:

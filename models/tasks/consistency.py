@@ -163,6 +163,7 @@ class ConsistencyTask(AuxiliaryTask):
     # Tuning knobs for the benchmarks (bench/paper.py --variant); not user parameters.
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
+    labeled_strong = False   # strong views of the labeled tiles too, against their labels
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
         self.confidence = number("confidence", confidence, 0.0, 1.0)
@@ -181,22 +182,27 @@ class ConsistencyTask(AuxiliaryTask):
         n, _, h, w = images.shape
         u = unlabeled_rows(labels)
         extra = {"unlabeled": u}
-        idx = u.nonzero()[:, 0]
-        k = len(idx)
-        if k:
-            strong = photometric(images[idx], valid[idx], generator, self.strength)
+        if not u.any():
+            return PreparedBatch(images, images, labels, valid, extra)
+        # CutMix partners come from the same group (unlabeled with unlabeled)
+        groups = [u, ~u] if self.labeled_strong else [u]
+        strong = torch.zeros_like(images)
+        box = torch.zeros(n, 1, h, w)
+        partner = torch.arange(n)
+        for group in groups:
+            idx = group.nonzero()[:, 0]
+            k = len(idx)
+            if not k:
+                continue
+            strong[idx] = photometric(images[idx], valid[idx], generator, self.strength)
             order = torch.randperm(k, generator=generator)
-            partner = torch.empty(k, dtype=torch.long)
-            partner[order] = order.roll(-1)      # a different tile when there are several
-            box = cutmix_boxes(k, h, w, generator, self.cutmix_p)
-            full_box = torch.zeros(n, 1, h, w)
-            full_box[idx] = box
-            full_partner = torch.arange(n)
-            full_partner[idx] = idx[partner]
-            extra.update(strong=mix(torch.zeros_like(images).index_copy(0, idx, strong),
-                                    full_partner, full_box),
-                         strong_valid=mix(valid, full_partner, full_box),
-                         box=full_box, partner=full_partner)
+            local = torch.empty(k, dtype=torch.long)
+            local[order] = order.roll(-1)        # a different tile when there are several
+            box[idx] = cutmix_boxes(k, h, w, generator, self.cutmix_p)
+            partner[idx] = idx[local]
+        extra.update(strong=mix(strong, partner, box), strong_valid=mix(valid, partner, box),
+                     strong_rows=u | (~u if self.labeled_strong else u),
+                     box=box, partner=partner)
         return PreparedBatch(images, images, labels, valid, extra)
 
     # -- once per step, no gradient: pseudo-labels ---------------------------------------------
@@ -215,13 +221,15 @@ class ConsistencyTask(AuxiliaryTask):
         pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
         pseudo[idx] = labels_u
         valid_fp = float(batch.valid[idx].sum())
-        valid_strong = float(batch.extra["strong_valid"][idx].sum())
+        valid_strong = float(batch.extra["strong_valid"][batch.extra["strong_rows"]].sum())
         self._confident += float(keep.sum())
         self._seen += valid_fp
         # Lu of a micro-batch of r tiles = sum * norm / r  ->  over the step: sum / (valid pixels)
         norm = torch.tensor([n / max(valid_strong, 1.0), n / max(valid_fp, 1.0)])
+        # strong-view targets: pseudo-labels, or the labels of labeled tiles (labeled_strong)
+        target = torch.where(u[:, None, None], pseudo, batch.labels)
         batch.extra.update(pseudo=pseudo,
-                           pseudo_mix=mix(pseudo, batch.extra["partner"], batch.extra["box"]),
+                           pseudo_mix=mix(target, batch.extra["partner"], batch.extra["box"]),
                            norm=norm.expand(n, 2).clone())
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
@@ -230,7 +238,8 @@ class ConsistencyTask(AuxiliaryTask):
         if u is None or "pseudo" not in batch.extra or not net.training or not bool(u.any()):
             return net(batch.inputs)
         m = batch.inputs.shape[0]
-        features = net.encode(torch.cat([batch.inputs, batch.extra["strong"][u]]))
+        s = batch.extra["strong_rows"]
+        features = net.encode(torch.cat([batch.inputs, batch.extra["strong"][s]]))
         out = net.heads(features, net.decode(features))
         weak = [f[:m][u] for f in features]
         perturbed = [weak[0]] + [F.dropout2d(f, FP_DROPOUT, training=True) for f in weak[1:]]
@@ -243,12 +252,12 @@ class ConsistencyTask(AuxiliaryTask):
         extra = out.extra or {}
         if "strong" not in extra:
             return out.seg.new_zeros((), dtype=torch.float32)
-        u = batch.extra["unlabeled"]
+        u, s = batch.extra["unlabeled"], batch.extra["strong_rows"]
         norm = batch.extra["norm"][u][0]
         rows = batch.inputs.shape[0]
         ce = lambda logits, target: F.cross_entropy(  # noqa: E731
             logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-        strong = ce(extra["strong"], batch.extra["pseudo_mix"][u]) * norm[0] / rows
+        strong = ce(extra["strong"], batch.extra["pseudo_mix"][s]) * norm[0] / rows
         perturbed = ce(extra["fp"], batch.extra["pseudo"][u]) * norm[1] / rows
         return 0.5 * (strong + perturbed)
 
