@@ -131,10 +131,13 @@ def mix(t: torch.Tensor, partner: torch.Tensor, box: torch.Tensor) -> torch.Tens
     return torch.where(inside.to(t.device), t[partner.to(t.device)], t)
 
 
-def pseudo_labels(logits: torch.Tensor, valid: torch.Tensor, confidence: float):
+def pseudo_labels(logits: torch.Tensor, valid: torch.Tensor, confidence):
     """(labels, keep): argmax class where the top soft-max probability is ≥ ``confidence``
-    on a valid pixel, IGNORE_INDEX elsewhere.  logits (n,C,H,W), valid (n,1,H,W)."""
+    (a number, or a (C,) tensor: one threshold per predicted class) on a valid pixel,
+    IGNORE_INDEX elsewhere.  logits (n,C,H,W), valid (n,1,H,W)."""
     prob, cls = torch.softmax(logits.float(), dim=1).max(dim=1)
+    if torch.is_tensor(confidence):
+        confidence = confidence.to(prob)[cls]
     keep = (prob >= confidence) & (valid[:, 0] > 0)
     return torch.where(keep, cls, torch.full_like(cls, IGNORE_INDEX)), keep
 
@@ -164,6 +167,8 @@ class ConsistencyTask(AuxiliaryTask):
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
     labeled_strong = False   # strong views of the labeled tiles too, against their labels
+    threshold = "fixed"      # or "adaptive": FreeMatch's self-adaptive class thresholds
+    THRESHOLD_MOMENTUM = 0.99
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
         self.confidence = number("confidence", confidence, 0.0, 1.0)
@@ -173,6 +178,8 @@ class ConsistencyTask(AuxiliaryTask):
         self.steps = 0           # EMA updates so far
         self._confident = 0.0
         self._seen = 0.0
+        self._level = None       # adaptive threshold: EMA of the mean top probability
+        self._classes = None     # ... and of the mean probability of each class
 
     def hparams(self):
         return {"confidence": self.confidence, "ema_decay": self.ema_decay}
@@ -216,7 +223,9 @@ class ConsistencyTask(AuxiliaryTask):
         with torch.no_grad(), batch_statistics(teacher):
             for part in idx.split(chunk or len(idx)):
                 logits.append(teacher(batch.inputs[part].to(device)).seg.float().cpu())
-        labels_u, keep = pseudo_labels(torch.cat(logits), batch.valid[idx], self.confidence)
+        logits = torch.cat(logits)
+        labels_u, keep = pseudo_labels(logits, batch.valid[idx],
+                                       self._thresholds(logits, batch.valid[idx]))
         n = batch.inputs.shape[0]
         pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
         pseudo[idx] = labels_u
@@ -231,6 +240,23 @@ class ConsistencyTask(AuxiliaryTask):
         batch.extra.update(pseudo=pseudo,
                            pseudo_mix=mix(target, batch.extra["partner"], batch.extra["box"]),
                            norm=norm.expand(n, 2).clone())
+
+    def _thresholds(self, logits, valid):
+        """τ, or (threshold="adaptive", FreeMatch, Wang et al. ICLR 2023) per class
+        min(τ, level · p_c / max p) with level = EMA of the mean top probability and p_c the
+        EMA of the mean probability of class c over valid unlabeled pixels: it starts at 1/C
+        and rises with the network's confidence; rare classes get a lower threshold."""
+        if self.threshold != "adaptive":
+            return self.confidence
+        prob = torch.softmax(logits.float(), dim=1).permute(1, 0, 2, 3)[:, valid[:, 0] > 0]
+        c = prob.shape[0]
+        if self._level is None:
+            self._level, self._classes = 1.0 / c, torch.full((c,), 1.0 / c)
+        if prob.shape[1]:
+            m = self.THRESHOLD_MOMENTUM
+            self._level = m * self._level + (1 - m) * float(prob.max(dim=0).values.mean())
+            self._classes = m * self._classes + (1 - m) * prob.mean(dim=1)
+        return (self._level * self._classes / self._classes.max()).clamp(max=self.confidence)
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
     def forward(self, net, batch):
@@ -289,13 +315,19 @@ class ConsistencyTask(AuxiliaryTask):
         return {"confident_share": confident / seen} if seen else {}
 
     def state_dict(self):
+        state = {}
+        if self._level is not None:
+            state["threshold"] = {"level": self._level, "classes": self._classes.clone()}
         if self.teacher is None and self._pending_teacher is None:
-            return {}
+            return state
         weights = self.teacher.state_dict() if self.teacher is not None else self._pending_teacher
-        return {"teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
+        return {**state, "teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
                 "steps": self.steps}
 
     def load_state_dict(self, state):
+        if state.get("threshold") is not None:
+            self._level = float(state["threshold"]["level"])
+            self._classes = state["threshold"]["classes"].clone()
         if state.get("teacher") is not None:
             self._pending_teacher = state["teacher"]
             self.teacher = None
