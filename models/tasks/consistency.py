@@ -168,6 +168,7 @@ class ConsistencyTask(AuxiliaryTask):
     cutmix_p = 0.5
     labeled_strong = False   # strong views of the labeled tiles too, against their labels
     threshold = "fixed"      # or "adaptive": FreeMatch's self-adaptive class thresholds
+    align = False            # distribution alignment: p_c / EMA(p_c) before argmax/threshold
     THRESHOLD_MOMENTUM = 0.99
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
@@ -224,8 +225,11 @@ class ConsistencyTask(AuxiliaryTask):
             for part in idx.split(chunk or len(idx)):
                 logits.append(teacher(batch.inputs[part].to(device)).seg.float().cpu())
         logits = torch.cat(logits)
-        labels_u, keep = pseudo_labels(logits, batch.valid[idx],
-                                       self._thresholds(logits, batch.valid[idx]))
+        thresholds = self._thresholds(logits, batch.valid[idx])
+        if self.align:   # ReMixMatch's distribution alignment towards uniform classes
+            prior = self._classes / self._classes.sum()
+            logits = torch.log_softmax(logits.float(), dim=1) - prior.log().view(1, -1, 1, 1)
+        labels_u, keep = pseudo_labels(logits, batch.valid[idx], thresholds)
         n = batch.inputs.shape[0]
         pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
         pseudo[idx] = labels_u
@@ -246,7 +250,7 @@ class ConsistencyTask(AuxiliaryTask):
         min(τ, level · p_c / max p) with level = EMA of the mean top probability and p_c the
         EMA of the mean probability of class c over valid unlabeled pixels: it starts at 1/C
         and rises with the network's confidence; rare classes get a lower threshold."""
-        if self.threshold != "adaptive":
+        if self.threshold != "adaptive" and not self.align:
             return self.confidence
         prob = torch.softmax(logits.float(), dim=1).permute(1, 0, 2, 3)[:, valid[:, 0] > 0]
         c = prob.shape[0]
@@ -256,6 +260,8 @@ class ConsistencyTask(AuxiliaryTask):
             m = self.THRESHOLD_MOMENTUM
             self._level = m * self._level + (1 - m) * float(prob.max(dim=0).values.mean())
             self._classes = m * self._classes + (1 - m) * prob.mean(dim=1)
+        if self.threshold != "adaptive":
+            return self.confidence
         return (self._level * self._classes / self._classes.max()).clamp(max=self.confidence)
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
