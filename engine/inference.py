@@ -10,10 +10,9 @@ memory does not grow with the raster.  Tiles shared with the next block of the
 same block row are kept instead of recomputed; tiles shared with the next block
 row are recomputed (about one tile row per block row, see ``BlockPlan``).
 
-Tile size: must be a multiple of the network's stride (32); other values are
-rounded up and the rounding is reported through ``reporter.info``.
-Overlap: pixels (int) or a fraction of the tile (float in (0, 1)); default a
-quarter of the tile, which hides seams at about 1.8x the work of no overlap.
+Tile size and overlap: see ``inference_tile`` (by default a tile larger than the
+training tile, sized for the device, and an overlap of a quarter of the training
+tile, in pixels).
 """
 from __future__ import annotations
 
@@ -32,16 +31,16 @@ from .categories import class_encoding, write_category_names
 from .class_writer import ClassWriter
 from .devices import resolve_device
 from .errors import Cancelled, InvalidParameterError, ModelFileError, OutputError, RasterError
+from .inference_tile import NETWORK_STRIDE, choose_tile, overlap_pixels
 from .model_file import ModelPackage, load_model
 from .normalization import normalize
 from .progress import Reporter
 from .rasters import RasterInfo, describe, dtype_family, open_raster, valid_mask
-from .tiling import BlockPlan, round_up
+from .tiling import BlockPlan
 
 PROBABILITY_DTYPES = ("float32", "uint8")
 READ_AHEAD_BATCHES = 3
 WRITE_BEHIND_BLOCKS = 1
-NETWORK_STRIDE = 32   # the U-Net halves the tile 5 times: tiles are multiples of 32
 BLOCK_BUDGET_BYTES = 64 << 20   # a block's probability accumulator (classes + 1 planes)
 
 
@@ -86,11 +85,12 @@ def classify_raster(input_path: str, model: Union[str, ModelPackage], output_pat
         raise ModelFileError(f"The model lists {len(values)} classes but its network outputs "
                              f"{meta['architecture']['num_classes']}; the file is damaged.")
     names = list(classes.get("names") or [f"class {v}" for v in values])
-    tile = _tile_size(tile_size or meta["tile_size"], NETWORK_STRIDE, reporter)
-    plan = BlockPlan(info.height, info.width, tile, _overlap(overlap, tile), NETWORK_STRIDE,
-                     len(values), BLOCK_BUDGET_BYTES)
     torch_device = resolve_device(device)
-    net = package.build_network(str(torch_device))
+    tile, how = choose_tile(tile_size, meta["tile_size"], torch_device, int(batch_size), reporter)
+    plan = BlockPlan(info.height, info.width, tile, overlap_pixels(overlap, tile, meta["tile_size"]),
+                     NETWORK_STRIDE, len(values), BLOCK_BUDGET_BYTES)
+    reporter.info(f"Tiles of up to {tile} px ({how}), overlap {plan.overlap} px.")
+    net = package.network(str(torch_device))
     out_dtype, out_nodata = class_encoding(values, classes.get("nodata"))
 
     with contextlib.ExitStack() as stack:
@@ -179,36 +179,6 @@ def _raster_output(path: str):
     with contextlib.ExitStack() as stack:
         stack.push(cm.__exit__)
         yield tmp
-
-
-def _tile_size(requested, multiple: int, reporter: Reporter) -> int:
-    try:
-        value = int(requested)
-    except (TypeError, ValueError):
-        value = 0
-    if value <= 0 or value != requested:
-        raise InvalidParameterError(f"TILE_SIZE must be a positive whole number of pixels "
-                                    f"(got {requested!r}).")
-    rounded = round_up(value, multiple)
-    if rounded != value:
-        reporter.info(f"Tile size {value} is not a multiple of {multiple} (the network's "
-                      f"stride); using {rounded}.")
-    return rounded
-
-
-def _overlap(overlap, tile: int) -> int:
-    if overlap is None:
-        return tile // 4
-    if isinstance(overlap, bool) or not isinstance(
-            overlap, (int, float, np.integer, np.floating)) or not np.isfinite(overlap):
-        raise InvalidParameterError(f"OVERLAP must be a number (got {overlap!r}).")
-    if 0 < overlap < 1:
-        return int(round(overlap * tile))
-    if overlap < 0 or overlap != int(overlap) or overlap >= tile:
-        raise InvalidParameterError(
-            f"OVERLAP must be whole pixels from 0 to {tile - 1}, or a fraction of the tile "
-            f"between 0 and 1 (got {overlap}).")
-    return int(overlap)
 
 
 # --- reader thread ------------------------------------------------------------

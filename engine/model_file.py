@@ -15,7 +15,7 @@ import json
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import torch
@@ -33,6 +33,14 @@ class ModelPackage:
     metadata: Dict[str, Any]
     state_dict: Dict[str, torch.Tensor]
     checkpoint: Optional[Dict[str, Any]] = None   # optimizer/scaler state and epoch
+    _networks: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def network(self, device: str = "cpu"):
+        """The network in eval mode, built once per device (classifying many rasters
+        with one package, e.g. validation scoring, pays for it once)."""
+        if device not in self._networks:
+            self._networks[device] = self.build_network(device)
+        return self._networks[device]
 
     def build_network(self, device: str = "cpu"):
         from ..models.network import build_network
