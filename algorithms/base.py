@@ -36,6 +36,10 @@ class FeedbackReporter(Reporter):
         if self.feedback is not None:
             self.feedback.pushWarning(message)
 
+    def status(self, text: str) -> None:
+        if self.feedback is not None:
+            self.feedback.setProgressText(text)
+
     def cancelled(self) -> bool:
         return self.feedback is not None and self.feedback.isCanceled()
 

@@ -78,7 +78,8 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
                    runs: int, validation_images: Sequence[str], validation_labels: Sequence[str],
                    table_path: str, report_path: str, model_folder: Optional[str] = None,
                    reporter: Optional[Reporter] = None) -> ComparisonResult:
-    from .trainer import train, validate_config
+    from .time_estimate import TrainingClock, validation_pixels
+    from .trainer import TASKS, train, validate_config
 
     reporter = reporter or Reporter()
     if runs < 1:
@@ -95,6 +96,13 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
     folder = model_folder or tempfile.mkdtemp(prefix="berunda_compare_")
     os.makedirs(folder, exist_ok=True)
     total = len(grid) * runs
+    # One clock over the whole grid: the first steps of the first training estimate it all.
+    steps = -(-base.samples_per_epoch // base.batch_size)
+    tiles = [base.epochs * steps * base.batch_size *
+             (2 if TASKS[task].uses_unlabeled and lam > 0 and base.unlabeled_images else 1)
+             for _ in range(runs) for task, lam in grid]
+    clock = TrainingClock(reporter, base, tiles, validation_pixels(validation_images),
+                          what="training")
     result = ComparisonResult(rows, table_path, report_path, model_folder)
     settings = {k: v for k, v in base.to_dict().items() if k not in ("aux_task", "lam", "seed")}
     settings.update(seeds=f"{base.seed}..{base.seed + runs - 1}",
@@ -110,7 +118,7 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
                 name = f"{row.task}_lambda{row.lam:g}_seed{seed}.pt"
                 sub = ScaledReporter(reporter, done / total, (done + 1) / total)
                 reporter.info(f"== {row.label}, seed {seed} ({done + 1}/{total})")
-                trained = train(config, os.path.join(folder, name), sub)
+                trained = train(config, os.path.join(folder, name), sub, clock=clock)
                 model = trained.model_path
                 # A finished run is never resumed: its checkpoint (weights + optimizer state,
                 # ~3x the model) would only fill the disk, run after run.

@@ -29,6 +29,7 @@ from .labels import ClassInfo
 from .model_file import ModelPackage, load_model, save_model
 from .prefetch import prefetch
 from .progress import Reporter, ScaledReporter
+from .time_estimate import TrainingClock
 from .training_data import prepare_training_data
 from .validation import score_model
 from .versions import library_versions
@@ -101,7 +102,7 @@ def validate_config(config: TrainingConfig) -> None:
 
 
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
-          resume: Optional[str] = None) -> TrainingResult:
+          resume: Optional[str] = None, clock: Optional[TrainingClock] = None) -> TrainingResult:
     outer = reporter or Reporter()
     validate_config(config)
     # With validation pairs, training gets 90 % of the progress bar and scoring the rest.
@@ -117,9 +118,10 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     semi = task.uses_unlabeled and lam > 0
     device = resolve_device(config.device)
     data = prepare_training_data(config, reporter, semi, stats, classes)
+    clock = clock or TrainingClock.for_config(reporter, config, semi)
     try:
         result = _run(config, task, lam, semi, device, data, output_path, checkpoint_path,
-                      reporter, start_epoch, history, state, resume)
+                      reporter, start_epoch, history, state, resume, clock)
     finally:
         data.close()
     if config.validation_images:
@@ -142,7 +144,7 @@ def _attach_validation(model_path: str, config: TrainingConfig, device, reporter
 
 
 def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
-         start_epoch, history, state, resumed_from=None) -> TrainingResult:
+         start_epoch, history, state, resumed_from=None, clock=None) -> TrainingResult:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
     arch = describe_network(bands, len(data.classes.values), config.encoder,
@@ -185,6 +187,8 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
                   f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
                   f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
                   f"of {config.tile_size} px.")
+    clock.begin(device, (config.epochs - start_epoch + 1) * steps * config.batch_size
+                * (2 if semi and data.unlabeled is not None else 1))
     for epoch in range(start_epoch, config.epochs + 1):
         net.train()
         rng = np.random.default_rng([config.seed, epoch])
@@ -215,6 +219,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             totals["loss"] += loss
             seen += images.shape[0]
             reporter.progress(((epoch - 1) + (step + 1) / steps) / config.epochs)
+            clock.step(images.shape[0])
         seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch,
@@ -235,6 +240,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
                       "scaler": scaler.state_dict() if use_amp else {}}
         save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
         last_checkpoint = (checkpoint_path, epoch)
+        clock.epoch_done(epoch, config.epochs)
     # Checkpoints keep the raw running statistics (exact resume); the final model gets
     # statistics recomputed with its final weights.
     recalibrate_batch_norm(net, data, config, semi, device, forward_batch=micro[0])

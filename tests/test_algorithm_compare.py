@@ -47,9 +47,13 @@ class RecordingFeedback:
         class Feedback(QgsProcessingFeedback):
             def __init__(self):
                 super().__init__()
-                self.progress_values, self.lines, self.scored = [], [], 0
+                self.progress_values, self.lines, self.scored, self.texts = [], [], 0, []
                 self.progress_at_scores = []   # progress (%) when each run's score was logged
                 self.progressChanged.connect(self.progress_values.append)
+
+            def setProgressText(self, text):  # noqa: N802 (QGIS API)
+                super().setProgressText(text)
+                self.texts.append(text)
 
             def pushInfo(self, info):  # noqa: N802 (QGIS API)
                 super().pushInfo(info)
@@ -169,6 +173,18 @@ def test_progress_covers_the_whole_grid(grid_run):
     assert len(feedback.progress_at_scores) == total
     for i, p in enumerate(feedback.progress_at_scores):
         assert 100 * i / total < p <= 100 * (i + 1) / total + 1e-6
+
+
+def test_the_first_steps_estimate_the_whole_grid_and_each_epoch_has_an_eta(grid_run):
+    _, _, feedback = grid_run
+    total = (len(TASKS) + 1) * RUNS
+    estimates = [line for line in feedback.lines if line.startswith("Time estimate")]
+    assert len(estimates) == 1 and f"{total} trainings will take about" in estimates[0]
+    assert "with validation scoring" in estimates[0]
+    etas = [line for line in feedback.lines if line.startswith("Epoch 1/1 (training ")]
+    assert len(etas) == total and etas[-1].startswith(f"Epoch 1/1 (training {total}/{total}): "
+                                                      "about ")
+    assert len(feedback.texts) == total and all("left" in t for t in feedback.texts)
 
 
 def test_several_lambdas_embed_the_sensitivity_plot(qgis_app, validation, tmp_path):
