@@ -16,7 +16,8 @@ from .errors import Cancelled, DataError, RasterError
 from .metrics import PairCounter, Scores, compute_scores
 from .palette import default_color
 from .progress import Reporter
-from .rasters import block_windows, check_same_grid, describe, open_raster, valid_mask
+from .rasters import (block_windows, check_same_grid, describe, open_raster, read_checked,
+                      valid_mask)
 
 WINDOW = 1024
 
@@ -54,8 +55,8 @@ def evaluate_rasters(prediction_path: str, truth_path: str, classes: Optional[di
         for i, (r, c, h, w) in enumerate(windows):
             if reporter.cancelled():
                 raise Cancelled("Evaluation cancelled.")
-            t = truth_ds.read(1, window=Window(c, r, w, h))
-            p = pred_ds.read(1, window=Window(c, r, w, h))
+            t = read_checked(truth_ds, Window(c, r, w, h), 1)
+            p = read_checked(pred_ds, Window(c, r, w, h), 1)
             ok = valid_mask(t[None], truth_ds.nodata) & valid_mask(p[None], pred_ds.nodata)
             if label_nodata is not None:
                 ok &= t != label_nodata

@@ -9,7 +9,8 @@ least twice the training tile, and bounded by the memory free on the device.
 
 The default overlap is a quarter of the *training* tile, in pixels: the same
 margin from tile edges as when classifying at the training tile, whatever the
-inference tile (a fraction of a larger tile would only cost time).
+inference tile (a fraction of a larger tile would only cost time); a quarter of
+the tile when TILE_SIZE asks for one smaller than the training tile.
 """
 from __future__ import annotations
 
@@ -88,9 +89,10 @@ def checked_tile_size(requested, reporter: Reporter) -> int:
 
 
 def overlap_pixels(overlap, tile: int, train_tile: int) -> int:
-    """OVERLAP in pixels: None = a quarter of the training tile (at most tile - 1)."""
+    """OVERLAP in pixels: None = a quarter of the training tile, or of the tile when a
+    smaller one was asked for."""
     if overlap is None:
-        return min(int(train_tile) // 4, tile - 1)
+        return min(int(train_tile), tile) // 4
     if isinstance(overlap, bool) or not isinstance(
             overlap, (int, float, np.integer, np.floating)) or not np.isfinite(overlap):
         raise InvalidParameterError(f"OVERLAP must be a number (got {overlap!r}).")

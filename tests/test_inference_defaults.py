@@ -75,6 +75,7 @@ def test_default_overlap_is_a_quarter_of_the_training_tile_in_pixels():
     assert inference_tile.overlap_pixels(None, 512, 128) == 32
     assert inference_tile.overlap_pixels(None, 640, 320) == 80
     assert inference_tile.overlap_pixels(0.25, 512, 128) == 128   # a fraction: of this tile
+    assert inference_tile.overlap_pixels(None, 64, 320) == 16     # TILE_SIZE below training
 
 
 def test_tiles_are_shrunk_to_just_cover_the_axis():
