@@ -58,6 +58,7 @@ class EvaluateAlgorithm(BerundaAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("KAPPA", "Cohen's kappa"))
 
     def compute(self, parameters, context, feedback):
+        from ..engine.atomic import ensure_folder
         from ..engine.evaluation import evaluate_rasters
         from ..engine.report import write_evaluation_csv, write_evaluation_html
 
@@ -69,11 +70,8 @@ class EvaluateAlgorithm(BerundaAlgorithm):
             if path and os.path.abspath(path) in (os.path.abspath(prediction), os.path.abspath(truth)):
                 raise QgsProcessingException(f"{name} {path} would overwrite an input; choose "
                                              "another file name.")
-            folder = os.path.dirname(os.path.abspath(path)) if path else None
-            if folder and (not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK)):
-                raise QgsProcessingException(
-                    f"{name}: cannot write {path}: the folder {folder} does not exist or is not "
-                    "writable. Choose another file name.")
+            if path:
+                ensure_folder(path, name)   # a missing folder is created
         result = evaluate_rasters(prediction, truth, reporter=FeedbackReporter(feedback))
         write_evaluation_html(result, report)
         outputs = {self.OUTPUT_REPORT: report}

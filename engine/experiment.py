@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .atomic import ensure_folder
 from .comparison_report import write_comparison_csv, write_comparison_html
 from .config import TrainingConfig
 from .errors import Cancelled, InvalidParameterError
@@ -89,6 +90,8 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
             f"VALIDATION_IMAGES ({len(validation_images)}) and VALIDATION_LABELS "
             f"({len(validation_labels)}) must be non-empty and of the same length.")
     grid = comparison_grid(tasks, lambdas)
+    for label, path in (("OUTPUT_TABLE", table_path), ("OUTPUT_REPORT", report_path)):
+        ensure_folder(path, label)   # before hours of training, not after
     for task, lam in grid:   # refuse bad settings before hours of training
         validate_config(dataclasses.replace(base, aux_task=task, lam=lam))
     rows = [ComparisonRow(task, lam) for task, lam in grid]

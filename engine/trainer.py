@@ -326,12 +326,10 @@ def _nan_message(epoch, step, parts, lam, task, last_checkpoint):
 
 
 def _check_output(output_path, config):
+    from .atomic import ensure_folder
     from .errors import OutputError
 
-    folder = os.path.dirname(os.path.abspath(output_path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise OutputError(f"Cannot write the model to {output_path}: folder {folder} does not "
-                          "exist or is not writable. Choose another OUTPUT_MODEL.")
+    ensure_folder(output_path, "OUTPUT_MODEL")   # a missing folder is created
     inputs = config.labeled_images + config.labels + config.unlabeled_images
     for p in (output_path, checkpoint_path_for(output_path)):
         if any(os.path.abspath(p) == os.path.abspath(i) for i in inputs):

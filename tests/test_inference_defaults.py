@@ -27,13 +27,14 @@ class Log(Reporter):
         self.lines.append(message)
 
 
-def tiny_package(tile_size):
+def tiny_package(tile_size, classes=5):
     torch.manual_seed(0)
-    arch = describe_network(3, 5, "resnet18", 0, 0)
+    arch = describe_network(3, classes, "resnet18", 0, 0)
     meta = {"architecture": arch,
             "bands": {"count": 3, "dtype": "uint8", "dtype_family": "uint", "nodata": None},
             "normalization": STATS,
-            "classes": {"values": VALUES, "names": NAMES, "colors": COLORS, "nodata": 0},
+            "classes": {"values": VALUES[:classes], "names": NAMES[:classes],
+                        "colors": COLORS[:classes], "nodata": 0},
             "tile_size": tile_size, "task": {"id": "none", "params": {}, "lambda": 0.0}}
     return ModelPackage(meta, build_network(arch).state_dict())
 
@@ -113,3 +114,18 @@ def test_scoring_several_validation_rasters_builds_the_network_once(tmp_path, da
     assert scores["pixels"] == 3 * 64 * 96
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"v{i}.tif" for i in range(3)] + [f"l{i}.tif" for i in range(3)] + ["m.pt"])
+
+
+@pytest.mark.parametrize("classes,dtype", [(3, "uint8"), (4, "uint8"), (3, "float32")])
+def test_probabilities_are_class_bands_not_a_photo(tmp_path, data_dir, classes, dtype,
+                                                   one_torch_thread):
+    # GDAL tags 3 or 4 Byte bands as RGB(A) unless told otherwise: QGIS then draws a photo
+    path = str(tmp_path / "crop.tif")
+    write_crop(path, data_dir, 60, 40, 64, 96)
+    prob = str(tmp_path / "p.tif")
+    classify_raster(path, tiny_package(64, classes), str(tmp_path / "c.tif"), device="cpu",
+                    probabilities_path=prob, probabilities_dtype=dtype)
+    with rasterio.open(prob) as ds:
+        assert list(ds.descriptions) == NAMES[:classes]
+        interp = {c.name for c in ds.colorinterp}
+    assert not interp & {"red", "green", "blue", "alpha"}, interp
