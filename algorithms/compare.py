@@ -10,7 +10,8 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterString)
 
 from .base import BerundaAlgorithm, FeedbackReporter
-from .training_parameters import TASK_IDS, TRAINING_HELP, add_training_parameters, training_config
+from .training_parameters import (PAPER_LAMBDA_TEXT, TASK_DESCRIPTIONS, TASK_IDS, TRAINING_HELP,
+                                  add_training_parameters, training_config)
 
 
 def parse_lambdas(text: str):
@@ -49,8 +50,11 @@ class CompareAlgorithm(BerundaAlgorithm):
             "the gain over supervised. With several λ values the HTML report also plots metric vs "
             "λ per task (the paper's Fig. 3). Cancelling stops after the current step and keeps the "
             "finished rows.<br>"
-            "<b>AUX_TASKS</b>: tasks to compare (the supervised baseline is always included).<br>"
-            "<b>LAMBDAS</b>: comma-separated λ values; empty = each task's paper value.<br>"
+            "<b>AUX_TASKS</b>: the auxiliary tasks to compare (default kmeans and "
+            "mumford_shah; the supervised baseline is always included): "
+            + TASK_DESCRIPTIONS + ".<br>"
+            "<b>LAMBDAS</b>: comma-separated λ values tried for every task (e.g. 0.5, 1, 5); "
+            "empty = each task's paper value: " + PAPER_LAMBDA_TEXT + ".<br>"
             "<b>RUNS</b>: seeds per configuration (paper: 4); seeds are SEED, SEED+1, …<br>"
             "<b>VALIDATION_IMAGES</b>, <b>VALIDATION_LABELS</b>: held-out pairs, same order.<br>"
             + TRAINING_HELP +

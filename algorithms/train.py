@@ -6,7 +6,8 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputFile, QgsProcessingOutp
                        QgsProcessingParameterMultipleLayers)
 
 from .base import BerundaAlgorithm, FeedbackReporter
-from .training_parameters import TRAINING_HELP, add_training_parameters, training_config
+from .training_parameters import (SINGLE_TASK_HELP, TRAINING_HELP, add_training_parameters,
+                                  training_config)
 
 MODEL_FILTER = "Berunda model (*.pt)"
 
@@ -28,7 +29,7 @@ class TrainAlgorithm(BerundaAlgorithm):
             "semi-supervised tasks, unannotated rasters. Loss = cross-entropy + λ · auxiliary loss. "
             "The model file carries everything needed to classify (bands, normalisation, classes, "
             "colours, tile size); a checkpoint '<name>.checkpoint.pt' is written after every "
-            "epoch.<br>" + TRAINING_HELP +
+            "epoch.<br>" + SINGLE_TASK_HELP + TRAINING_HELP +
             "<b>VALIDATION_IMAGES</b>, <b>VALIDATION_LABELS</b> (optional): held-out pairs; the "
             "final model is classified on them and its OA / mIoU are stored in the model file "
             "and returned as VALIDATION_OVERALL_ACCURACY / VALIDATION_MEAN_IOU.<br>"

@@ -20,14 +20,10 @@ TRAINING_HELP = (
     "its nodata = unlabelled). Or <b>LABEL_POLYGONS</b> + <b>CLASS_FIELD</b>: polygons with an "
     "integer class field, rasterised onto each image's grid.<br>"
     "<b>UNLABELED_IMAGES</b>: unannotated rasters used by the auxiliary task.<br>"
-    "<b>AUX_TASK</b>: none (supervised baseline), l1 / l2 (reconstruction), kmeans (relaxed "
-    "k-means segmentation), mumford_shah (Mumford–Shah segmentation), inpainting (context "
-    "encoder), jigsaw (3×3 jigsaw puzzle).<br>"
-    "<b>LAMBDA</b>: weight λ of the auxiliary loss; empty = the paper's best value: l1 0.5, l2 5, "
-    "kmeans 1, mumford_shah 1, inpainting 5, jigsaw 0.5. 0 = supervised.<br>"
     "<b>ALPHA</b>, <b>CLUSTERS</b>: regulariser weight α and number of clusters K of kmeans and "
     "mumford_shah (paper: α=1, K=10).<br>"
-    "<b>MASK_SIZE</b>: side c of the square inpainted (paper: 80 on 320-px tiles).<br>"
+    "<b>MASK_SIZE</b>: side c of the square inpainted (paper: 80 on 320-px tiles); one not "
+    "smaller than TILE_SIZE is clipped to a quarter of the tile, with a warning.<br>"
     "<b>PERMUTATIONS</b>: jigsaw permutation classes P (paper: 100).<br>"
     "<b>ENCODER</b>: any segmentation-models-pytorch encoder (resnet34, resnet18, efficientnet-b0…); "
     "random initial weights (nothing is downloaded).<br>"
@@ -39,6 +35,16 @@ TRAINING_HELP = (
     "<b>DEVICE</b>: auto (GPU when available), cuda or cpu; mixed precision on GPU.<br>"
     "<b>SEED</b>: random seed; same seed + CPU gives the same model.<br>"
     "<b>AUGMENT</b>: random flips and 90° rotations.<br>")
+
+
+TASK_DESCRIPTIONS = (
+    "l1 / l2 (reconstruction), kmeans (relaxed k-means segmentation), mumford_shah "
+    "(Mumford–Shah segmentation), inpainting (context encoder), jigsaw (3×3 jigsaw puzzle)")
+PAPER_LAMBDA_TEXT = "l1 0.5, l2 5, kmeans 1, mumford_shah 1, inpainting 5, jigsaw 0.5"
+SINGLE_TASK_HELP = (
+    f"<b>AUX_TASK</b>: none (supervised baseline), {TASK_DESCRIPTIONS}.<br>"
+    "<b>LAMBDA</b>: weight λ of the auxiliary loss; empty = the paper's best value: "
+    f"{PAPER_LAMBDA_TEXT}. 0 = supervised.<br>")
 
 
 def add_training_parameters(alg, single_task: bool = True) -> None:

@@ -7,6 +7,7 @@ run (on CPU; CUDA kernels may differ in the last bits).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -101,9 +102,24 @@ def validate_config(config: TrainingConfig) -> None:
             raise InvalidParameterError(message)
 
 
+def fit_mask_to_tile(config: TrainingConfig, reporter: Reporter, tasks=None) -> TrainingConfig:
+    """A MASK_SIZE not smaller than TILE_SIZE (e.g. the default 80 with small tiles) is
+    clipped to a quarter of the tile, the paper's ratio, with a warning."""
+    uses_mask = any(t in TASKS and "mask_size" in inspect.signature(TASKS[t]).parameters
+                    for t in tasks or [config.aux_task])
+    if not uses_mask or config.mask_size < config.tile_size:
+        return config
+    clipped = max(1, config.tile_size // 4)
+    reporter.warning(f"MASK_SIZE {config.mask_size} is not smaller than TILE_SIZE "
+                     f"{config.tile_size}; using {clipped} (a quarter of the tile, as the paper's "
+                     "80 px on 320-px tiles).")
+    return dataclasses.replace(config, mask_size=clipped)
+
+
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
           resume: Optional[str] = None, clock: Optional[TrainingClock] = None) -> TrainingResult:
     outer = reporter or Reporter()
+    config = fit_mask_to_tile(config, outer)
     validate_config(config)
     # With validation pairs, training gets 90 % of the progress bar and scoring the rest.
     reporter = ScaledReporter(outer, 0.0, 0.9) if config.validation_images else outer
