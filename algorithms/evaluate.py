@@ -34,8 +34,13 @@ class EvaluateAlgorithm(BerundaAlgorithm):
             "<b>PREDICTION</b>: classified raster.<br>"
             "<b>GROUND_TRUTH</b>: label raster on the same grid, or <b>GROUND_TRUTH_POLYGONS</b> "
             "+ <b>CLASS_FIELD</b> (integer class values), rasterised onto the prediction's grid.<br>"
-            "<b>OUTPUT_REPORT</b>: HTML report. <b>OUTPUT_TABLE</b> (optional): CSV of the confusion "
-            "matrix and per-class scores.<br>"
+            "<b>OUTPUT_REPORT</b>: HTML report; it names the model when the classified raster "
+            "was made by berunda:classify, and warns when the two rasters share no class value "
+            "(labels recoded after training?).<br>"
+            "<b>OUTPUT_TABLE</b> (optional): CSV, one row per class: value, name, per-class "
+            "scores, its row of the confusion matrix (predicted_&lt;value&gt; columns) and the "
+            "overall scores — one table that spreadsheets and pandas read directly.<br>"
+            "Missing output folders are created.<br>"
             "Outputs OVERALL_ACCURACY, MEAN_IOU (percent) and KAPPA for use in models.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
