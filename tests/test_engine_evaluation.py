@@ -1,7 +1,6 @@
 """Evaluation against hand-computed confusion matrices; nodata exclusion, grid
 checks, class names and colours, HTML and CSV reports."""
 import csv
-import io
 import os
 
 import numpy as np
