@@ -68,9 +68,9 @@ def choose_tile(requested, train_tile: int, device, batch_size: int,
     if bound is not None and bound < target:
         # The training tile fitted in training (with gradients): never go below it.
         tile = max(bound, round_up(train_tile, NETWORK_STRIDE))
-        return tile, (f"bounded by the {free / 2**30:.1f} GiB free on {device.type} "
-                      f"(training tile {train_tile} px)")
-    return target, f"default for {device.type} (training tile {train_tile} px)"
+        return tile, (f"bounded by the {free / 2**30:.1f} GiB free on {device.type}; the "
+                      f"model was trained on {train_tile}-px tiles")
+    return target, f"the default on {device.type} for a model trained on {train_tile}-px tiles"
 
 
 def checked_tile_size(requested, reporter: Reporter) -> int:

@@ -49,7 +49,7 @@ def test_a_model_trained_on_small_tiles_is_not_classified_in_small_tiles(tmp_pat
     result = classify_raster(path, tiny_package(64), str(tmp_path / "c.tif"), device="cpu",
                              reporter=log)
     assert result.tiles == 1
-    assert any("overlap 16 px" in line and "training tile 64 px" in line for line in log.lines)
+    assert any("overlap 16 px" in line and "trained on 64-px tiles" in line for line in log.lines)
     with rasterio.open(str(tmp_path / "c.tif")) as ds:
         assert (ds.read(1) != 0).all()
 
