@@ -34,7 +34,8 @@ class ModelPackage:
     state_dict: Dict[str, torch.Tensor]
     checkpoint: Optional[Dict[str, Any]] = None   # optimizer/scaler state and epoch
     path: Optional[str] = None                    # the file it was loaded from
-    _networks: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _networks: Dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                      compare=False)
 
     def network(self, device: str = "cpu"):
         """The network in eval mode, built once per device (classifying many rasters
