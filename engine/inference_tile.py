@@ -40,9 +40,23 @@ def available_memory(device) -> Optional[int]:
 
             free, _total = torch.cuda.mem_get_info(device)
             return int(free)
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        return _meminfo_available() or int(os.sysconf("SC_AVPHYS_PAGES") *
+                                           os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError, RuntimeError):
         return None
+
+
+def _meminfo_available() -> Optional[int]:
+    """Linux's MemAvailable: free memory plus the file cache it can drop (SC_AVPHYS_PAGES
+    counts only the free pages, a fraction of it on a machine that has read files)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def memory_bound_tile(device, batch_size: int, free: Optional[int]) -> Optional[int]:

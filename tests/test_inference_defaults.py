@@ -129,3 +129,9 @@ def test_probabilities_are_class_bands_not_a_photo(tmp_path, data_dir, classes, 
         assert list(ds.descriptions) == NAMES[:classes]
         interp = {c.name for c in ds.colorinterp}
     assert not interp & {"red", "green", "blue", "alpha"}, interp
+
+
+def test_available_memory_on_cpu_counts_the_reclaimable_cache():
+    with open("/proc/meminfo") as f:
+        meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    assert inference_tile.available_memory(CPU) == meminfo["MemAvailable"]
