@@ -134,4 +134,6 @@ def test_probabilities_are_class_bands_not_a_photo(tmp_path, data_dir, classes, 
 def test_available_memory_on_cpu_counts_the_reclaimable_cache():
     with open("/proc/meminfo") as f:
         meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-    assert inference_tile.available_memory(CPU) == meminfo["MemAvailable"]
+    available = inference_tile.available_memory(CPU)
+    assert available == pytest.approx(meminfo["MemAvailable"], abs=256 << 20)   # it moves
+    assert meminfo["MemAvailable"] > meminfo["MemFree"]   # what os.sysconf alone would see
