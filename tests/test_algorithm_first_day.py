@@ -90,6 +90,7 @@ def test_compare_help_documents_its_own_parameters(qgis_app):
 
 @pytest.mark.parametrize("name", ["train", "compare"])
 def test_help_says_what_the_defaults_cost(qgis_app, name):
-    text = algorithm(name).shortHelpString()
-    assert "on a CPU" in text and "on a GPU" in text and "measured" in text
-    assert "estimate" in text.lower()
+    text = algorithm(name).shortHelpString().lower()
+    assert "on a cpu" in text and "on a gpu" in text
+    assert "measured 0.85 tiles/s on one cpu core" in text       # bench/README.md
+    assert "not measured here; an estimate" in text              # the GPU figure is a guess
