@@ -108,8 +108,7 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
     tiles = [base.epochs * steps * base.batch_size *
              (2 if TASKS[task].uses_unlabeled and lam > 0 and base.unlabeled_images else 1)
              for _ in range(runs) for task, lam in grid]
-    clock = TrainingClock(reporter, base, tiles, validation_pixels(validation_images),
-                          what="training")
+    clock = TrainingClock(reporter, base, tiles, validation_pixels(validation_images))
     result = ComparisonResult(rows, table_path, report_path, model_folder)
     settings = chosen_settings(base, [task for task, _ in grid], runs, validation_images)
     try:

@@ -38,10 +38,10 @@ def format_duration(seconds: float) -> str:
 
 class TrainingClock:
     def __init__(self, reporter: Reporter, config, trainings: Sequence[int],
-                 validation_pixels: int = 0, what: str = "training"):
+                 validation_pixels: int = 0):
         """``trainings``: tiles each planned training processes (labeled + unlabeled);
         ``validation_pixels``: pixels scored after each training."""
-        self.reporter, self.config, self.what = reporter, config, what
+        self.reporter, self.config = reporter, config
         self.plan: List[int] = list(trainings)
         self.validation_pixels = validation_pixels
         self.index = -1              # the training running now
@@ -51,12 +51,11 @@ class TrainingClock:
         self.device = "cpu"
 
     @classmethod
-    def for_config(cls, reporter: Reporter, config, semi: bool, epochs: Optional[int] = None,
-                   runs: int = 1, what: str = "training") -> "TrainingClock":
+    def for_config(cls, reporter: Reporter, config, semi: bool) -> "TrainingClock":
+        """A clock for one training (``begin`` corrects the plan for a resumed run)."""
         steps = -(-config.samples_per_epoch // config.batch_size)
-        tiles = (config.epochs if epochs is None else epochs) * steps * config.batch_size
-        return cls(reporter, config, [tiles * (2 if semi else 1)] * runs,
-                   validation_pixels(config.validation_images), what)
+        tiles = config.epochs * steps * config.batch_size * (2 if semi else 1)
+        return cls(reporter, config, [tiles], validation_pixels(config.validation_images))
 
     # --- hooks called by the trainer -------------------------------------------------------
 
@@ -96,7 +95,7 @@ class TrainingClock:
         self._epoch_t0, self._epoch_tiles = now, self.tiles_done
         left = self.remaining()
         finish = time.strftime("%H:%M", time.localtime(time.time() + left))
-        more = (f" ({self.what} {self.index + 1}/{len(self.plan)})" if len(self.plan) > 1 else "")
+        more = f" (training {self.index + 1}/{len(self.plan)})" if len(self.plan) > 1 else ""
         self.reporter.info(f"Epoch {epoch}/{epochs}{more}: about {format_duration(left)} left "
                            f"(done around {finish}).")
         self.reporter.status(f"Epoch {epoch}/{epochs}{more}: about {format_duration(left)} left")
