@@ -12,7 +12,6 @@ from ..algorithms.diagnostics import DiagnosticsAlgorithm
 from ..algorithms.evaluate import EvaluateAlgorithm
 from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
 from ..algorithms.train import TrainAlgorithm
-from .dependencies import add_package_folder_to_path
 
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources")
 ICON = os.path.join(RESOURCES, "icon.svg")
@@ -37,11 +36,6 @@ class ExampleModel(QgsProcessingModelAlgorithm):
 
 
 class BerundaProvider(QgsProcessingProvider):
-    def load(self):
-        # Packages installed by berunda:install_dependencies (cheap: no import).
-        add_package_folder_to_path()
-        return super().load()
-
     def id(self):
         return "berunda"
 

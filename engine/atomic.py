@@ -63,3 +63,18 @@ def atomic_raster_output(path: str):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(tmp + ext)
             raise
+
+
+def remove_partial_files(path: str) -> list:
+    """Delete what a killed writer left of ``path``'s temporary files (and their side-cars);
+    the names deleted."""
+    import glob
+
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    pattern = os.path.join(glob.escape(folder), "." + glob.escape(Path(path).name) + ".*.partial*")
+    removed = []
+    for leftover in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.remove(leftover)
+            removed.append(leftover)
+    return removed

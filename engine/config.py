@@ -10,6 +10,10 @@ from typing import List, Optional
 class TrainingConfig:
     labeled_images: List[str]
     labels: List[str]
+    # Polygon labels instead of label rasters: burnt onto each image's grid when training starts.
+    label_polygons: Optional[str] = None
+    label_layer: Optional[str] = None
+    class_field: Optional[str] = None
     unlabeled_images: List[str] = field(default_factory=list)
     aux_task: str = "kmeans"
     lam: Optional[float] = None          # None: the task's paper default (SPEC.md)

@@ -55,7 +55,8 @@ EXPECTED_PARAMETERS = {
     "train": ["LABELED_IMAGES", "LABELS", "LABEL_POLYGONS", "CLASS_FIELD", "UNLABELED_IMAGES",
               "AUX_TASK", "LAMBDA", "ALPHA", "CLUSTERS", "MASK_SIZE", "PERMUTATIONS", "ENCODER",
               "TILE_SIZE", "BATCH_SIZE", "EPOCHS", "SAMPLES_PER_EPOCH", "LEARNING_RATE", "DEVICE",
-              "SEED", "VALIDATION_IMAGES", "VALIDATION_LABELS", "RESUME", "OUTPUT_MODEL"],
+              "SEED", "VALIDATION_IMAGES", "VALIDATION_LABELS", "RESUME", "EXPORT_JOB",
+              "JOB_ONLY", "OUTPUT_MODEL"],
     "classify": ["INPUT", "MODEL", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT",
                  "OUTPUT_PROBABILITIES", "OUTPUT_CONFIDENCE"],
     "evaluate": ["PREDICTION", "GROUND_TRUTH", "GROUND_TRUTH_POLYGONS", "CLASS_FIELD",
@@ -98,6 +99,10 @@ def test_missing_dependency_gives_install_instructions(qgis_app, monkeypatch, tm
 
     from berunda.berunda_plugin import dependencies
 
+    # QGIS's own Python with Berunda's package folder (not an explicit engine interpreter):
+    # what is missing is judged from package metadata before any process starts.
+    monkeypatch.delenv(dependencies.PYTHON_ENV)
+    monkeypatch.setenv(dependencies.PACKAGES_ENV, str(tmp_path / "packages"))
     monkeypatch.setattr(dependencies, "REQUIRED",
                         dependencies.REQUIRED + (("berunda_not_installed_pkg", "berunda-missing"),))
     with pytest.raises(QgsProcessingException) as err:
