@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Tuple
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "requirements.txt")
 CONSTRAINTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "constraints.txt")
+#: Optional: berunda:export_onnx (onnx writes the file, onnxruntime checks it).
+ONNX_REQUIREMENTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "onnx.txt")
 
 #: Environment variable overriding the plugin-owned package folder.
 PACKAGES_ENV = "BERUNDA_PACKAGES"
@@ -238,6 +240,24 @@ def manual_install_command(target: Optional[str] = None) -> str:
     """The pip command a user can run by hand (what berunda:install_dependencies runs)."""
     return (f"\"{python_executable()}\" -m pip install --upgrade --target \"{target or package_folder()}\" "
             f"-r \"{REQUIREMENTS_FILE}\" -c \"{CONSTRAINTS_FILE}\"")
+
+
+# (import name, pip name) of the optional packages berunda:export_onnx uses
+ONNX_PACKAGES: Tuple[Tuple[str, str], ...] = (("onnx", "onnx"), ("onnxruntime", "onnxruntime"))
+
+
+def missing_onnx_packages() -> List[str]:
+    return [pip for module, pip in ONNX_PACKAGES if importlib.util.find_spec(module) is None]
+
+
+def onnx_install_hint(missing: List[str]) -> str:
+    return (
+        f"Exporting to ONNX needs the Python package(s) {', '.join(missing)}, which QGIS's Python "
+        "cannot find. Install them with 'Install dependencies' (berunda:install_dependencies) "
+        "with WITH_ONNX checked, or by hand into Berunda's package folder:\n"
+        f"    \"{python_executable()}\" -m pip install --upgrade --target \"{package_folder()}\" "
+        f"-r \"{ONNX_REQUIREMENTS_FILE}\" -c \"{CONSTRAINTS_FILE}\"\n"
+        "then restart QGIS.")
 
 
 def install_hint(missing: List[str]) -> str:
