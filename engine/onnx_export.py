@@ -114,7 +114,8 @@ def export_onnx(model_path: str, output_path: str, tile_size: Optional[int] = No
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"The exported graph failed ONNX's check ({exc}); nothing was written.") from None
+        raise ExportError(f"The exported graph failed ONNX's check ({exc}); nothing was "
+                          "written.") from None
     data = proto.SerializeToString()
     _step(reporter, 0.6)
 
@@ -135,7 +136,7 @@ def export_onnx(model_path: str, output_path: str, tile_size: Optional[int] = No
         "classes": list(meta["classes"].get("names") or []),
         "class_values": [int(v) for v in meta["classes"]["values"]],
         "dynamic_batch": True, "dynamic_height_width": False,
-        "input": described["summary"], "deepness_faithful": family == "uint" and bands["dtype"] == "uint8",
+        "input": described["summary"], "deepness_faithful": bands["dtype"] == "uint8",
         "resolution_cm": resolution, "resolution_source": source,
         "checked": difference is not None, "max_difference": difference,
     }
@@ -299,12 +300,17 @@ def _report(reporter, output_path, tile, opset, meta, family, resolution, source
         reporter.warning(f"No resolution stored in the ONNX metadata: {source}. Deepness will use "
                          "the resolution set in its panel; set it to the training rasters' pixel "
                          "size.")
+    if bands.get("nodata") is not None:
+        reporter.info(f"Pixels where a band equals the nodata value {bands['nodata']:g} are "
+                      "computed as the band means (as in Berunda), but Deepness still gives them "
+                      "a class; berunda:classify leaves them nodata.")
     if bands["dtype"] != "uint8":
+        dtype = np.dtype(bands["dtype"])
+        other = f"÷ {np.iinfo(dtype).max}" if family != "float" else "to 0–1 from the data range"
         reporter.warning(
-            f"This model was trained on {bands['dtype']} bands. The graph expects each band's own "
-            "value divided by 255 — what Deepness's code feeds for any band type — and undoes that "
-            "exactly, but Deepness documents 8-bit input only: a layer it renders to 8 bits "
-            "(a styled or composite layer), or any consumer that scales the values otherwise "
-            f"(÷ {np.iinfo(np.dtype(bands['dtype'])).max if family != 'float' else 'the data range'}), "
-            "would silently misclassify. Classify such rasters with berunda:classify, or check the "
-            "ONNX result against berunda:classify on a sample first.")
+            f"This model was trained on {dtype.name} bands. The graph expects each band's own "
+            "value divided by 255 — what Deepness's code feeds for any band type — and undoes "
+            "that exactly, but Deepness documents 8-bit input only: a layer it reads as 8-bit "
+            f"colours (a rendered or composite layer), or a consumer that scales otherwise ({other}), "
+            "would silently misclassify. Classify such rasters with berunda:classify, or compare "
+            "the ONNX result with berunda:classify on a sample first.")
