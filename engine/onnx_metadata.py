@@ -10,7 +10,8 @@ Deepness reads each value with ``json.loads``, so every value is a JSON string:
   real data (see ``training_resolution``), never guessed;
 - ``tiles_size`` (the documented key) and ``tile_size`` (the key older Deepness code
   reads): the exported tile side;
-- ``tiles_overlap``: 25 (%), Berunda's own default overlap (a quarter of the tile);
+- ``tiles_overlap``: Berunda's default overlap, a quarter of the training tile, in % of the
+  exported tile (25 when the exported tile is the training tile);
 - ``seg_thresh``: 0.0 — Deepness zeroes probabilities below it before its argmax, so
   anything above 0 would turn uncertain pixels into class channel 0;
 - ``seg_small_segment``: 0 — no median filter, Berunda's per-pixel result;
@@ -26,7 +27,7 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
-DEEPNESS_OVERLAP_PERCENT = 25   # Berunda's classify default: a quarter of the tile
+OVERLAP_OF_TRAINING_TILE = 0.25   # Berunda's classify default: a quarter of the training tile
 METRE_NAMES = ("metre", "meter", "metres", "meters", "m")
 
 
@@ -41,7 +42,7 @@ def deepness_metadata(meta: dict, tile: int, resolution_cm: Optional[float],
         "class_names": {str(i): name for i, name in enumerate(names)},
         "tiles_size": tile,
         "tile_size": tile,
-        "tiles_overlap": DEEPNESS_OVERLAP_PERCENT,
+        "tiles_overlap": overlap_percent(int(meta["tile_size"]), tile),
         "seg_thresh": 0.0,
         "seg_small_segment": 0,
         "standardization_mean": [0.0] * bands,
@@ -52,6 +53,11 @@ def deepness_metadata(meta: dict, tile: int, resolution_cm: Optional[float],
     if resolution_cm is not None:
         entries["resolution"] = resolution_cm
     return {key: json.dumps(value) for key, value in entries.items()}
+
+
+def overlap_percent(training_tile: int, tile: int) -> int:
+    """Deepness's overlap (whole %, of its tile) for a quarter of the training tile in pixels."""
+    return max(1, min(50, round(100 * OVERLAP_OF_TRAINING_TILE * training_tile / tile)))
 
 
 def training_resolution(meta: dict) -> Tuple[Optional[float], str]:

@@ -201,6 +201,7 @@ def test_tile_size_override_rounds_to_the_stride(models, tmp_path):
     assert session.get_inputs()[0].shape == ["batch", 3, 128, 128]
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["tiles_size"]) == 128
+    assert json.loads(meta["tiles_overlap"]) == 12   # a quarter of the 64-px training tile
 
 
 def test_without_onnxruntime_it_exports_unchecked_and_says_so(models, tmp_path, monkeypatch):
