@@ -46,7 +46,8 @@ assert QgsApplication.processingRegistry().providerById('berunda') is None
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["algorithms"] == ["berunda:classify", "berunda:compare", "berunda:diagnostics",
-                                    "berunda:evaluate", "berunda:install_dependencies",
+                                    "berunda:evaluate", "berunda:export_onnx",
+                                    "berunda:install_dependencies",
                                     "berunda:train", "berunda:train_classify_evaluate"]
     assert result["heavy"] == []
 
@@ -64,6 +65,7 @@ EXPECTED_PARAMETERS = {
     "compare": ["LABELED_IMAGES", "LABELS", "UNLABELED_IMAGES", "VALIDATION_IMAGES",
                 "VALIDATION_LABELS", "AUX_TASKS", "LAMBDAS", "RUNS", "EPOCHS", "SAMPLES_PER_EPOCH",
                 "OUTPUT_TABLE", "OUTPUT_REPORT", "OUTPUT_FOLDER"],
+    "export_onnx": ["MODEL", "OUTPUT", "TILE_SIZE", "OPSET"],
 }
 
 
