@@ -42,9 +42,10 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
             "<b>REQUIREMENTS</b>: pip requirements file (default: the plugin's "
             "requirements/requirements.txt).<br>"
             "<b>TORCH_BUILD</b>: auto (cuda when an NVIDIA GPU is present, i.e. nvidia-smi is "
-            "found, else cpu), cpu (PyTorch's small CPU-only wheels) or cuda (GPU build).<br>"
+            "found, else cpu), cpu (PyTorch's small CPU-only wheels) or cuda (GPU build) "
+            "(default: auto).<br>"
             "<b>WITH_ONNX</b>: also install onnx and onnxruntime (requirements/onnx.txt), which "
-            "'Export model to ONNX' needs.<br>"
+            "'Export model to ONNX' needs (default: no).<br>"
             "Outputs: <b>TARGET_FOLDER</b> and <b>LOG</b>, the pip log file.")
 
     def initAlgorithm(self, config=None):  # noqa: N802

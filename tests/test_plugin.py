@@ -115,3 +115,22 @@ def test_missing_dependency_gives_install_instructions(qgis_app, monkeypatch, tm
     message = str(err.value)
     assert "berunda-missing" in message and "pip install" in message
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_every_help_lists_every_parameter_with_its_default(qgis_app):
+    """A help line per parameter, and the default stated wherever there is one."""
+    import re
+
+    from qgis.core import QgsApplication, QgsProcessingDestinationParameter
+
+    for alg in QgsApplication.processingRegistry().providerById("berunda").algorithms():
+        if alg.id() == "berunda:train_classify_evaluate":
+            continue   # the modeler example documents its inputs in the model
+        text = alg.shortHelpString()
+        lines = re.split(r"<br>", text)
+        for param in alg.parameterDefinitions():
+            line = next((l for l in lines if f"<b>{param.name()}</b>" in l), None)
+            assert line is not None, (alg.id(), param.name())
+            default = param.defaultValue()
+            if (default not in (None, "", []) and not isinstance(param, QgsProcessingDestinationParameter)):
+                assert "default" in line, (alg.id(), param.name(), line)
