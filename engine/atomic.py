@@ -122,3 +122,18 @@ def write_failure_message(what: str, paths: Sequence[str], needed: int, exc: Bas
     return (f"Could not write the {what} {', '.join(map(str, paths))}: {cause} ({detail}). "
             f"It needs up to {size_text(needed)}. Free some space or choose another folder; "
             f"{kept}.")
+
+
+def remove_partial_files(path: str) -> list:
+    """Delete what a killed writer left of ``path``'s temporary files (and their side-cars);
+    the names deleted."""
+    import glob
+
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    pattern = os.path.join(glob.escape(folder), "." + glob.escape(Path(path).name) + ".*.partial*")
+    removed = []
+    for leftover in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.remove(leftover)
+            removed.append(leftover)
+    return removed

@@ -62,6 +62,27 @@ class ComparisonResult:
         return max(done, key=lambda r: r.miou_mean) if done else None
 
 
+def parse_lambdas(text: Optional[str]) -> Optional[List[float]]:
+    """'0.5, 1,5' -> [0.5, 1.0, 5.0]; empty -> None (each task's paper value)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    values = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise InvalidParameterError(f"LAMBDAS: {part!r} is not a number; give comma-separated "
+                                        "values such as 0.5, 1, 5.") from None
+        if value < 0:
+            raise InvalidParameterError(f"LAMBDAS: {value} is negative; λ must be >= 0.")
+        values.append(value)
+    return values or None
+
+
 def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[float]]):
     """[(task, λ)]: the supervised baseline first, then each task at each λ (or its paper λ)."""
     from .trainer import TASKS

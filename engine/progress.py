@@ -20,7 +20,7 @@ class Reporter:
         self.info(f"Warning: {message}")
 
     def status(self, text: str) -> None:
-        """A short line describing where the work is (the dialog's progress text)."""
+        """A short progress text (e.g. the time left); default: not shown."""
 
     def cancelled(self) -> bool:
         return False

@@ -26,8 +26,9 @@ from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
-from .labels import ClassInfo
+from .labels import ClassInfo, burnt_polygon_labels
 from .model_file import ModelPackage, load_model, save_model
+from .paths import checkpoint_path_for
 from .prefetch import prefetch
 from .progress import Reporter, ScaledReporter
 from .time_estimate import TrainingClock
@@ -46,11 +47,6 @@ class TrainingResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def checkpoint_path_for(model_path: str) -> str:
-    root, ext = os.path.splitext(model_path)
-    return f"{root}.checkpoint{ext or '.pt'}"
 
 
 def make_task(config: TrainingConfig):
@@ -117,10 +113,19 @@ def fit_mask_to_tile(config: TrainingConfig, reporter: Reporter, tasks=None) -> 
 
 
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
-          resume: Optional[str] = None, clock: Optional[TrainingClock] = None) -> TrainingResult:
+          resume: Optional[str] = None, prepared: Optional[dict] = None,
+          clock: Optional[TrainingClock] = None) -> TrainingResult:
+    """Train and write the model.  ``prepared`` (from a training job: classes and
+    normalisation statistics) is used instead of recomputing them from the rasters;
+    ``clock`` (berunda:compare) estimates the time of several trainings at once."""
     outer = reporter or Reporter()
     config = fit_mask_to_tile(config, outer)
     validate_config(config)
+    with burnt_polygon_labels(config, outer) as config:
+        return _train(config, output_path, outer, resume, prepared, clock)
+
+
+def _train(config, output_path, outer, resume, prepared, clock) -> TrainingResult:
     # With validation pairs, training gets 90 % of the progress bar and scoring the rest.
     reporter = ScaledReporter(outer, 0.0, 0.9) if config.validation_images else outer
     checkpoint_path = checkpoint_path_for(output_path)
@@ -129,6 +134,8 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     start_epoch, history, stats, classes, state = 1, [], None, None, None
     if resume:
         config, start_epoch, history, stats, classes, state = _load_resume(resume, config, reporter)
+    elif prepared:
+        stats, classes = prepared["normalization"], ClassInfo.from_metadata(prepared["classes"])
     task = make_task(config)
     lam = effective_lambda(config, task)
     semi = task.uses_unlabeled and lam > 0
@@ -375,8 +382,7 @@ def _load_resume(path, config, reporter):
         raise InvalidParameterError(f"The checkpoint {path} already completed {done} epochs; set "
                                     f"EPOCHS above {done} to train further.")
     meta = package.metadata
-    c = meta["classes"]
-    classes = ClassInfo(c["values"], c["names"], c["colors"], c["nodata"], c.get("pixel_counts", []))
+    classes = ClassInfo.from_metadata(meta["classes"])
     state = {"model": package.state_dict, "optimizer": package.checkpoint["optimizer"],
              "scaler": package.checkpoint.get("scaler")}
     reporter.info(f"Resuming from {path} after epoch {done}.")

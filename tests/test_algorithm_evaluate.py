@@ -12,7 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from helpers import TINY, crop, image, label
+from helpers import TINY, crop, image, label, patch_engine
 
 H, W = 30, 40
 X0, Y0, RES = 300000.0, 2780000.0, 0.5
@@ -169,9 +169,8 @@ def test_scores_report_and_table_match_the_hand_computed_matrix(qgis_app, raster
 
 def test_window_by_window_gives_the_same_scores(qgis_app, rasters, tmp_path, monkeypatch):
     """Small windows (several per raster, ragged edges) must add up to the same matrix."""
-    from berunda.engine import evaluation
-
-    monkeypatch.setattr(evaluation, "WINDOW", 16)
+    patch_engine(monkeypatch, tmp_path / "patch",
+                 "import berunda.engine.evaluation as e\ne.WINDOW = 16\n")
     result = run_evaluate({"PREDICTION": rasters[0], "GROUND_TRUTH": rasters[1],
                            "OUTPUT_REPORT": str(tmp_path / "r.html")})
     check_scores(result)

@@ -22,7 +22,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from helpers import DATA, TINY, as_cli, qgis_process, read_crop, write_raster
+from helpers import DATA, TINY, as_cli, patch_engine, qgis_process, read_crop, write_raster
 
 SIZE = 128                      # side of the crops
 CROP = (0, 560)                 # (row, col) in scene1_part1: classes 2..5 and some nodata
@@ -499,26 +499,31 @@ def test_train_on_float32_with_nan_and_all_nodata_windows(qgis_app, inputs, tmp_
     assert all(np.isfinite(v).all() for v in meta["normalization"].values())
 
 
+NAN_FROM_EPOCH_2 = """
+import berunda.engine.trainer as trainer
+from berunda.models.tasks import TASKS
+task, original, calls = TASKS["kmeans"], TASKS["kmeans"].loss, [0]
+
+def loss(self, out, batch):   # NaN from the first step of epoch 2 of 3 on (2 steps per epoch)
+    calls[0] += 1
+    value = original(self, out, batch)
+    return value * float("nan") if calls[0] > 2 else value
+
+task.loss = loss
+"""
+
+
 def test_train_nan_loss_stops_and_keeps_the_last_good_checkpoint(qgis_app, inputs, tmp_path,
                                                                  monkeypatch):
-    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+    from qgis.core import QgsProcessingException
 
     from berunda.engine.model_file import load_model
-    from berunda.models.tasks import TASKS
 
-    feedback = QgsProcessingFeedback()
-    task = TASKS["kmeans"]
-    original = task.loss
-
-    def loss(self, out, batch):   # NaN from the first step of epoch 2 of 3 on
-        value = original(self, out, batch)
-        return value * float("nan") if feedback.progress() >= 100 / 3 - 1e-6 else value
-
-    monkeypatch.setattr(task, "loss", loss)
+    patch_engine(monkeypatch, tmp_path.parent / f"{tmp_path.name}_patch", NAN_FROM_EPOCH_2)
     checkpoint = str(tmp_path / "m.checkpoint.pt")
     with pytest.raises(QgsProcessingException) as exc:
         run("train", train_params(inputs, tmp_path, AUX_TASK="kmeans", EPOCHS=3,
-                                  UNLABELED_IMAGES=[inputs["image2"]]), feedback)
+                                  UNLABELED_IMAGES=[inputs["image2"]]))
     message = str(exc.value)
     for word in ("NaN", "epoch 2, step 1", "LAMBDA", "LEARNING_RATE", "nodata", checkpoint,
                  "(epoch 1)"):
@@ -531,23 +536,27 @@ def test_train_nan_loss_stops_and_keeps_the_last_good_checkpoint(qgis_app, input
                if t.is_floating_point())
 
 
+OOM_ONCE = """
+import torch
+from berunda.models.network import BerundaNetLate
+original, raised = BerundaNetLate.forward, []
+
+def forward(self, x):   # the first batch of 2 runs out of CUDA memory (simulated)
+    if x.shape[0] > 1 and not raised:
+        raised.append(x.shape[0])
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+    return original(self, x)
+
+BerundaNetLate.forward = forward
+"""
+
+
 def test_train_out_of_memory_halves_the_batch(qgis_app, inputs, tmp_path, monkeypatch):
     from berunda.engine.model_file import load_model
-    from berunda.models.network import BerundaNetLate
 
-    original = BerundaNetLate.forward
-    raised = []
-
-    def forward(self, x):   # the first batch of 2 runs out of CUDA memory (simulated)
-        if x.shape[0] > 1 and not raised:
-            raised.append(x.shape[0])
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(self, x)
-
-    monkeypatch.setattr(BerundaNetLate, "forward", forward)
+    patch_engine(monkeypatch, tmp_path.parent / f"{tmp_path.name}_patch", OOM_ONCE)
     feedback = LogFeedback.create()
     result = run("train", train_params(inputs, tmp_path), feedback)
-    assert raised == [2]
     assert any("out of memory" in line and "batches of 1" in line for line in feedback.lines)
     history = load_model(result["OUTPUT_MODEL"]).metadata["history"]
     assert [r["batch_size"] for r in history] == [1]
