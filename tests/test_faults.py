@@ -137,7 +137,7 @@ def test_two_classifications_of_the_same_output_at_once(tmp_path, data_dir, mode
     out = tmp_path / "out"
     code = f"""
         from berunda.engine.inference import classify_raster
-        classify_raster({image!r}, {model_file!r}, {str(out / "c.tif")!r}, tile_size=32,
+        classify_raster({image!r}, {model_file!r}, {str(out / "c.tif")!r}, tile_size=64,
                         batch_size=1, device="cpu")
         print("DONE")
     """
@@ -152,6 +152,7 @@ def test_two_classifications_of_the_same_output_at_once(tmp_path, data_dir, mode
             p.kill()
     assert all("DONE" in stdout for stdout, _ in results), results   # last one wins
     assert sorted(os.listdir(out)) == ["c.tif", "c.tif.aux.xml"]     # no temporary leftovers
-    classify_raster(image, model_file, str(tmp_path / "alone.tif"), tile_size=32, device="cpu")
+    classify_raster(image, model_file, str(tmp_path / "alone.tif"), tile_size=64, batch_size=1,
+                    device="cpu")
     with rasterio.open(out / "c.tif") as a, rasterio.open(tmp_path / "alone.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
