@@ -62,9 +62,10 @@ def test_every_output_of_every_algorithm_may_go_to_a_missing_folder(qgis_app, tm
                         OUTPUT_REPORT=str(new / "creport" / "r.html"),
                         OUTPUT_FOLDER=str(new / "models" / "kept")))
     run("diagnostics", {"OUTPUT_REPORT": str(new / "diagnostics" / "d.html")})
+    run("export_onnx", {"MODEL": model, "OUTPUT": str(new / "onnx" / "m.onnx")})
     for path in ("train/m.pt", "classify/c.tif", "probabilities/p.tif", "confidence/k.tif",
                  "report/r.html", "table/t.csv", "ctable/t.csv", "creport/r.html",
-                 "models/kept/l1_lambda0.5_seed0.pt", "diagnostics/d.html"):
+                 "models/kept/l1_lambda0.5_seed0.pt", "diagnostics/d.html", "onnx/m.onnx"):
         assert (new / path).is_file(), path
 
 
