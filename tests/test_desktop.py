@@ -463,7 +463,7 @@ def test_provider_exposes_the_example_model_and_an_icon_per_algorithm(qgis_app):
         assert path.is_file() and path.resolve().parent == REPO / "resources" / "icons", alg.id()
         assert not alg.icon().isNull()
         icons[alg.id()] = path.name
-    assert len(set(icons.values())) == len(icons) == 7, icons
+    assert len(set(icons.values())) == len(icons) == 8, icons
 
 
 @pytest.mark.slow
