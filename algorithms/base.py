@@ -8,9 +8,8 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProces
                        QgsRasterLayer)
 from qgis.PyQt.QtGui import QIcon
 
-from ..berunda_plugin.dependencies import (DependencyError, first_use_messages, install_hint,
-                                           missing_packages)
-from ..engine.errors import BerundaError
+from ..berunda_plugin.dependencies import install_hint, missing_packages
+from ..berunda_plugin.engine_process import EngineError, run_engine
 from ..engine.progress import Reporter
 
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources")
@@ -35,6 +34,10 @@ class FeedbackReporter(Reporter):
     def warning(self, message: str) -> None:
         if self.feedback is not None:
             self.feedback.pushWarning(message)
+
+    def status(self, text: str) -> None:
+        if self.feedback is not None:
+            self.feedback.setProgressText(text)
 
     def cancelled(self) -> bool:
         return self.feedback is not None and self.feedback.isCanceled()
@@ -71,21 +74,16 @@ class BerundaAlgorithm(QgsProcessingAlgorithm):
             missing = missing_packages()
             if missing:
                 raise QgsProcessingException(install_hint(missing))
-            try:
-                infos, warnings = first_use_messages()
-            except DependencyError as exc:
-                raise QgsProcessingException(str(exc)) from None
-            for line in infos if feedback is not None else ():
-                feedback.pushInfo(line)
-            for line in warnings if feedback is not None else ():
-                feedback.pushWarning(line)
+        return self.compute(parameters, context, feedback)
+
+    def engine(self, args, feedback, outputs=()) -> dict:
+        """Run ``python -m berunda <args>`` in the engine's own process (see
+        berunda_plugin/engine_process.py) with its messages in this feedback; its outputs.
+        ``outputs``: the files it writes (cleaned up if the engine process dies)."""
         try:
-            return self.compute(parameters, context, feedback)
-        except BerundaError as exc:
+            return run_engine([str(a) for a in args], FeedbackReporter(feedback), outputs)
+        except EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
-        except ImportError as exc:
-            raise QgsProcessingException(
-                f"{exc}. {install_hint([getattr(exc, 'name', None) or 'a dependency'])}") from None
 
     def compute(self, parameters, context, feedback):
         raise NotImplementedError

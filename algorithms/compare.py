@@ -3,39 +3,15 @@ baseline and each auxiliary task (at one or several λ) over several seeds, scor
 on validation pairs, written as Table 1 (+ λ-sensitivity plot)."""
 from __future__ import annotations
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingOutputString, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
-                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
-                       QgsProcessingParameterString)
+import os
 
-from .base import BerundaAlgorithm, FeedbackReporter
-from .training_parameters import TASK_IDS, TRAINING_HELP, add_training_parameters, training_config
+from qgis.core import QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingUtils
 
-
-def parse_lambdas(text: str):
-    """'0.5, 1,5' -> [0.5, 1.0, 5.0]; 'auto' and 'paper' (each task's paper value) kept as
-    words; empty -> None (each task's paper value)."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    values = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if part.lower() in ("auto", "paper"):
-            values.append(part.lower())
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise QgsProcessingException(f"LAMBDAS: {part!r} is not a number; give comma-separated "
-                                         "values such as 0.5, 1, 5, auto, paper.") from None
-        if value < 0:
-            raise QgsProcessingException(f"LAMBDAS: {value} is negative; λ must be >= 0.")
-        values.append(value)
-    return values or None
+from ..engine.job import write_job
+from ..engine.parameters import COMPARE_EXTRA, command_line, help_text
+from .base import BerundaAlgorithm
+from .parameter_factory import add_parameters, values_of
+from .training_parameters import add_training_parameters, training_config, training_help
 
 
 class CompareAlgorithm(BerundaAlgorithm):
@@ -53,61 +29,30 @@ class CompareAlgorithm(BerundaAlgorithm):
             "the gain over supervised. With several λ values the HTML report also plots metric vs "
             "λ per task (the paper's Fig. 3). Cancelling stops after the current step and keeps the "
             "finished rows.<br>"
-            "<b>AUX_TASKS</b>: tasks to compare (the supervised baseline is always included).<br>"
-            "<b>LAMBDAS</b>: comma-separated λ values: numbers, <i>auto</i> (balanced during "
-            "training, drawn as a star in the λ plot) and <i>paper</i> (each task's paper "
-            "value); empty = each task's paper value.<br>"
-            "<b>RUNS</b>: seeds per configuration (paper: 4); seeds are SEED, SEED+1, …<br>"
-            "<b>VALIDATION_IMAGES</b>, <b>VALIDATION_LABELS</b>: held-out pairs, same order.<br>"
-            + TRAINING_HELP +
-            "<b>OUTPUT_TABLE</b>: CSV table. <b>OUTPUT_REPORT</b>: HTML report. "
-            "<b>OUTPUT_FOLDER</b> (optional): keep every trained model there.")
+            "<b>How long?</b> The defaults (supervised + kmeans + mumford_shah, 4 runs each: "
+            "12 trainings of 50 epochs × 5000 tiles of 320 px, resnet34) are the paper's GPU "
+            "budget: measured 0.85 tiles/s on one CPU core, about 68 days on a CPU; on a GPU "
+            "(not measured here; an estimate from typical throughput of 100–300 tiles/s) "
+            "about 5–14 h. The first steps of the first training give an estimate of the whole "
+            "comparison in the log (a warning above 3 hours, with what to change) and every "
+            "epoch the time left. Try a small budget first (ENCODER resnet18, TILE_SIZE 128, "
+            "EPOCHS 16, SAMPLES_PER_EPOCH 96, RUNS 2).<br>"
+            + help_text(COMPARE_EXTRA) + "<br>"
+            + training_help(single_task=False))
 
     def initAlgorithm(self, config=None):  # noqa: N802
         add_training_parameters(self, single_task=False)
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "VALIDATION_IMAGES", "Validation images", QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "VALIDATION_LABELS", "Validation label rasters (same order)", QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterEnum(
-            "AUX_TASKS", "Auxiliary tasks", [t for t in TASK_IDS if t != "none"], allowMultiple=True,
-            defaultValue=["kmeans", "mumford_shah"], usesStaticStrings=True))
-        self.addParameter(QgsProcessingParameterString(
-            "LAMBDAS", "λ values (comma-separated; empty = paper's)", "", optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            "RUNS", "Runs (seeds) per configuration", QgsProcessingParameterNumber.Integer, 4,
-            minValue=1))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_TABLE", "Comparison table (CSV)", "CSV files (*.csv)"))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_REPORT", "Comparison report (HTML)", "HTML files (*.html)"))
-        self.addParameter(QgsProcessingParameterFolderDestination(
-            "OUTPUT_FOLDER", "Folder to keep the trained models", optional=True,
-            createByDefault=False))
+        add_parameters(self, COMPARE_EXTRA)
         self.addOutput(QgsProcessingOutputString("BEST", "Best configuration"))
         self.addOutput(QgsProcessingOutputNumber("BEST_MEAN_IOU", "Best mean IoU (%)"))
         self.addOutput(QgsProcessingOutputNumber("SUPERVISED_MEAN_IOU", "Supervised mean IoU (%)"))
 
     def compute(self, parameters, context, feedback):
-        from ..engine.experiment import run_comparison
-
         config = training_config(self, parameters, context, feedback, task="none", lam=None)
-        tasks = self.parameterAsEnumStrings(parameters, "AUX_TASKS", context)
-        validation_images = self.raster_paths(parameters, "VALIDATION_IMAGES", context)
-        validation_labels = self.raster_paths(parameters, "VALIDATION_LABELS", context)
-        result = run_comparison(
-            config, tasks, parse_lambdas(self.parameterAsString(parameters, "LAMBDAS", context)),
-            self.parameterAsInt(parameters, "RUNS", context), validation_images, validation_labels,
-            table_path=self.parameterAsFileOutput(parameters, "OUTPUT_TABLE", context),
-            report_path=self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context),
-            model_folder=self.parameterAsString(parameters, "OUTPUT_FOLDER", context) or None,
-            reporter=FeedbackReporter(feedback))
-        best, supervised = result.best, result.supervised
-        return {
-            "OUTPUT_TABLE": result.table_path,
-            "OUTPUT_REPORT": result.report_path,
-            "OUTPUT_FOLDER": result.model_folder,
-            "BEST": best.label if best else "",
-            "BEST_MEAN_IOU": best.miou_mean if best else None,
-            "SUPERVISED_MEAN_IOU": supervised.miou_mean if supervised else None,
-        }
+        values = values_of(self, COMPARE_EXTRA, parameters, context)
+        job = write_job(os.path.join(QgsProcessingUtils.tempFolder(),
+                                     f"berunda_compare_{os.getpid()}_{id(parameters)}.json"), config)
+        try:
+            return self.engine(["compare", job, *command_line(COMPARE_EXTRA, values)], feedback)
+        finally:
+            os.remove(job)

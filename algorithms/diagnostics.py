@@ -6,7 +6,6 @@ import html
 import os
 import platform
 import sys
-from importlib import metadata
 from typing import List, Tuple
 
 from qgis.core import (Qgis, QgsProcessingOutputString, QgsProcessingParameterFileDestination)
@@ -65,25 +64,25 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n else "unknown"
 
 
-def _where(distribution: str) -> str:
+def engine_record(run) -> Tuple[dict, str]:
+    """(what the engine process reports about itself, '' or why it could not start)."""
     try:
-        return str(metadata.distribution(distribution).locate_file(""))
-    except Exception:  # noqa: BLE001
-        return ""
+        return run(["diagnostics", "--json"])["ENVIRONMENT"], ""
+    except Exception as exc:  # noqa: BLE001 - diagnostics must report, not fail
+        return {}, str(exc)
 
 
-def collect() -> Tuple[List[Section], List[str]]:
-    """The report's sections and the problems found (plain words)."""
+def collect(run) -> Tuple[List[Section], List[str]]:
+    """The report's sections and the problems found (plain words).  ``run`` runs an engine
+    command (the engine reports its own interpreter, packages and device)."""
     problems: List[str] = []
     folder = dependencies.package_folder()
-    on_path = os.path.abspath(folder) in (os.path.abspath(p) for p in sys.path if p)
     berunda = [
         ("Berunda version", plugin_version()),
         ("Plugin folder", dependencies.PLUGIN_DIR),
-        ("Package folder", folder + (" (on Python's path)" if on_path else
-                                     " (exists, not on Python's path yet)" if os.path.isdir(folder)
-                                     else " (not created yet)")),
+        ("Package folder", folder + (" (exists)" if os.path.isdir(folder) else " (not created yet)")),
         (f"${dependencies.PACKAGES_ENV}", os.environ.get(dependencies.PACKAGES_ENV) or "not set"),
+        (f"${dependencies.PYTHON_ENV}", os.environ.get(dependencies.PYTHON_ENV) or "not set"),
     ]
     try:
         from qgis.PyQt.QtCore import QT_VERSION_STR  # noqa: PLC0415
@@ -106,45 +105,51 @@ def collect() -> Tuple[List[Section], List[str]]:
     except Exception:  # noqa: BLE001
         pass
 
-    deps = []
-    for status in dependencies.package_statuses():
-        if status.state == "missing":
-            value = "missing"
-            problems.append(f"{status.pip_name} is missing.")
-        else:
-            value = status.installed or "unknown version"
-            if status.state != "ok":
-                value += f" — {status.message}"
-            if status.state == "incompatible":
-                problems.append(status.message + ".")
-            where = _where(status.pip_name)
-            if where:
-                value += f" (in {where})"
-        if status.pinned:
-            value += f"; tested with {status.pinned}"
-        deps.append((status.pip_name, value))
-
-    device = dependencies.device_status()
-    dev = [("Summary", device.summary)]
-    if device.torch_version:
-        dev += [("torch CUDA build", device.cuda_build or "none (CPU-only build)"),
-                ("CUDA usable", "yes" if device.cuda_available else "no")]
-        for i, (name, memory) in enumerate(device.gpus):
-            dev.append((f"GPU {i}", f"{name}, {gib(memory)}"))
-        if device.mps_available:
-            dev.append(("Apple GPU (MPS)", "available (Berunda uses CUDA or the CPU)"))
+    record, failure = engine_record(run)
+    engine = [("Interpreter", record.get("interpreter") or dependencies.engine_python()),
+              ("Search path", os.pathsep.join(dependencies.engine_search_path()))]
+    deps, dev = [], []
+    if failure:
+        problems.append(f"Berunda's engine does not start: {failure}")
+        engine.append(("Status", "does not start (see above)"))
+    else:
+        engine.append(("Python", record["python"]))
+        for p in record["packages"]:
+            value = p["version"] or "missing"
+            if p["state"] != "ok" and p["state"] != "missing":
+                value += f" — {p['message']}"
+            if p["state"] in ("missing", "incompatible"):
+                problems.append(p["message"] + ".")
+            if p["location"]:
+                value += f" (in {p['location']})"
+            if p["pinned"]:
+                value += f"; tested with {p['pinned']}"
+            deps.append((p["name"], value))
+        for p in record.get("optional", []):
+            deps.append((f"{p['name']} (optional, ONNX export)",
+                         f"{p['version']} (in {p['location']})" if p["location"] else
+                         "not installed — 'Install dependencies' with WITH_ONNX adds it"))
+        device = record["device"]
+        dev = [("Summary", device["summary"])]
+        if device["torch"]:
+            dev += [("torch CUDA build", device["cuda_build"] or "none (CPU-only build)"),
+                    ("CUDA usable", "yes" if device["cuda_available"] else "no")]
+            for i, gpu in enumerate(device["gpus"]):
+                dev.append((f"GPU {i}", f"{gpu['name']}, {gib(gpu['memory'])}"))
+        if device["error"] and not device["error"].startswith("torch is missing"):
+            problems.append(device["error"])
     smi = dependencies.nvidia_gpus()
     dev.append(("nvidia-smi", "; ".join(smi) if smi else
                 ("found, lists no GPU" if dependencies.nvidia_smi() else "not found (no NVIDIA driver)")))
-    if device.error and device.error != "torch is missing":
-        problems.append(device.error)
 
     total, available = system_memory()
     system = [("CPU cores", str(os.cpu_count() or "unknown")),
               ("Memory", f"{gib(total)} total, {gib(available)} available" if available else gib(total))]
 
     sections = [("Berunda", berunda), ("QGIS and Python", host), ("What QGIS ships", shipped),
-                ("Berunda's dependencies", deps), ("Device", dev), ("System", system)]
+                ("Berunda's engine (its own process)", engine),
+                ("Berunda's dependencies (as the engine sees them)", deps), ("Device", dev),
+                ("System", system)]
     return sections, problems
 
 
@@ -193,9 +198,10 @@ class DiagnosticsAlgorithm(SetupAlgorithm):
     def shortHelpString(self):  # noqa: N802
         return (
             "Reports what Berunda runs with, in plain words: the QGIS, Python, numpy and GDAL "
-            "versions; torch, segmentation-models-pytorch and rasterio (version, or 'missing', "
-            "compared with the tested versions); whether torch can use a CUDA GPU, its name and "
-            "memory; the system memory; and Berunda's package folder. Attach it to bug reports.<br>"
+            "versions; Berunda's engine process as it sees itself — its interpreter, torch, "
+            "segmentation-models-pytorch and rasterio (version and folder, or 'missing', compared "
+            "with the tested versions), whether torch can use a CUDA GPU, its name and memory; "
+            "the system memory; and Berunda's package folder. Attach it to bug reports.<br>"
             "<b>OUTPUT_REPORT</b> (optional): the report as an HTML (.html) or text (.txt) file.<br>"
             "Output <b>REPORT</b>: the report as text.")
 
@@ -206,13 +212,16 @@ class DiagnosticsAlgorithm(SetupAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.REPORT, "Diagnostics"))
 
     def compute(self, parameters, context, feedback):
-        sections, problems = collect()
+        sections, problems = collect(lambda args: self.engine(args, None))
         text = as_text(sections, problems)
         for line in text.splitlines():
             feedback.pushInfo(line)
         results = {self.REPORT: text}
         path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if path:
+            from ..engine.atomic import ensure_folder   # no torch: fine for a set-up algorithm
+
+            ensure_folder(path, self.OUTPUT_REPORT)   # a missing folder is created
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(as_html(sections, problems) if path.lower().endswith((".html", ".htm"))
                              else text + "\n")

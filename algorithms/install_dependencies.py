@@ -6,8 +6,8 @@ import os
 import time
 
 from qgis.core import (QgsProcessingException, QgsProcessingOutputFile,
-                       QgsProcessingOutputFolder, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFile)
+                       QgsProcessingOutputFolder, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterEnum, QgsProcessingParameterFile)
 
 from ..berunda_plugin import dependencies, installer
 from .base import SetupAlgorithm
@@ -17,6 +17,7 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
     TARGET_FOLDER = "TARGET_FOLDER"
     REQUIREMENTS = "REQUIREMENTS"
     TORCH_BUILD = "TORCH_BUILD"
+    WITH_ONNX = "WITH_ONNX"
     LOG = "LOG"
 
     def name(self):
@@ -29,18 +30,22 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         return (
             "Installs the Python packages Berunda computes with — torch, "
             "segmentation-models-pytorch, rasterio, at the versions in Berunda's requirements "
-            "file — with pip, for the Python that runs QGIS, into a folder that belongs to Berunda "
-            "(added to Python's path when the plugin loads). Nothing QGIS ships is upgraded: numpy "
-            "stays below 2 and at the version QGIS runs with, and so do the GDAL bindings. Needs "
-            "an internet connection (torch is large: allow some minutes). The pip log is shown "
-            "while it runs; Cancel stops pip. Restart QGIS afterwards if Berunda had already "
-            "failed to load a package.<br>"
+            "file — with pip, for the Python that runs QGIS, into a folder that belongs to Berunda. "
+            "QGIS itself never loads them: Berunda's engine runs in its own process with this "
+            "folder first on its path, so these packages win over older copies QGIS ships, and "
+            "no QGIS restart is needed. numpy stays below 2 and at the version QGIS runs with, and "
+            "so do the GDAL bindings. Needs an internet connection (torch is large: allow some "
+            "minutes). The pip log is shown while it runs; Cancel stops pip. At the end the "
+            "engine is started once to check that it imports everything.<br>"
             "<b>TARGET_FOLDER</b>: where the packages go (default: Berunda's package folder in "
             f"your QGIS profile, or ${dependencies.PACKAGES_ENV} when set).<br>"
             "<b>REQUIREMENTS</b>: pip requirements file (default: the plugin's "
             "requirements/requirements.txt).<br>"
             "<b>TORCH_BUILD</b>: auto (cuda when an NVIDIA GPU is present, i.e. nvidia-smi is "
-            "found, else cpu), cpu (PyTorch's small CPU-only wheels) or cuda (GPU build).<br>"
+            "found, else cpu), cpu (PyTorch's small CPU-only wheels) or cuda (GPU build) "
+            "(default: auto).<br>"
+            "<b>WITH_ONNX</b>: also install onnx and onnxruntime (requirements/onnx.txt), which "
+            "'Export model to ONNX' needs (default: no).<br>"
             "Outputs: <b>TARGET_FOLDER</b> and <b>LOG</b>, the pip log file.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -53,8 +58,29 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         self.addParameter(self.advanced(QgsProcessingParameterEnum(
             self.TORCH_BUILD, "torch build", installer.TORCH_BUILDS, defaultValue="auto",
             usesStaticStrings=True)))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.WITH_ONNX, "Also install onnx and onnxruntime (for ONNX export)", False))
         self.addOutput(QgsProcessingOutputFolder(self.TARGET_FOLDER, "Package folder"))
         self.addOutput(QgsProcessingOutputFile(self.LOG, "pip log"))
+
+    def check_engine(self, feedback):
+        """Start the engine once, as every algorithm will: it imports torch & co. from the
+        package folder and reports their versions and the device."""
+        feedback.pushInfo("Checking that Berunda's engine starts with these packages…")
+        try:
+            record = self.engine(["diagnostics", "--json"], feedback)["ENVIRONMENT"]
+        except QgsProcessingException as exc:
+            feedback.reportError(f"The packages are installed, but Berunda's engine does not start "
+                                 f"with them: {exc}")
+            return
+        problems = [p["message"] for p in record["packages"] if p["state"] in ("missing",
+                                                                                 "incompatible")]
+        if problems:
+            feedback.reportError("Berunda's engine still lacks: " + "; ".join(problems))
+        else:
+            feedback.pushInfo("Berunda's engine starts and finds all its packages: "
+                              + ", ".join(f"{p['name']} {p['version']}" for p in record["packages"])
+                              + ". " + record["device"]["summary"])
 
     def compute(self, parameters, context, feedback):
         target = (self.parameterAsFile(parameters, self.TARGET_FOLDER, context) or "").strip()
@@ -80,12 +106,14 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         log_path = os.path.join(logs, f"pip-install-{stamp}.log")
         pins = installer.qgis_pins()
         generated = installer.write_constraints(os.path.join(logs, "qgis-constraints.txt"), pins)
+        with_onnx = self.parameterAsBoolean(parameters, self.WITH_ONNX, context)
+        extra = ["-r", dependencies.ONNX_REQUIREMENTS_FILE] if with_onnx else []
         cmd = installer.pip_command(python, target, requirements,
                                     [dependencies.CONSTRAINTS_FILE, generated],
-                                    installer.torch_index_args(build, requirements))
+                                    extra + installer.torch_index_args(build, requirements))
         command = installer.format_command(cmd)
         manual = (f"To install by hand, run in a terminal (with the Python that runs QGIS):\n"
-                  f"    {command}\nthen restart QGIS.")
+                  f"    {command}")
         try:
             pip_version = installer.check_pip(python)
         except installer.InstallError as exc:
@@ -131,16 +159,9 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         feedback.setProgress(100)
         feedback.pushInfo(f"Installed in {installer.elapsed(start)} into {target}.")
         if os.path.realpath(target) == os.path.realpath(dependencies.package_folder()):
-            dependencies.add_package_folder_to_path(target)
-            missing = dependencies.missing_packages()
-            if missing:
-                feedback.pushWarning("Still not importable: " + ", ".join(missing)
-                                     + ". Restart QGIS and run berunda:diagnostics.")
-            else:
-                feedback.pushInfo("All of Berunda's dependencies are found. If one of them was "
-                                  "already loaded in an older version, restart QGIS.")
+            self.check_engine(feedback)
         else:
             feedback.pushInfo(f"{target} is not Berunda's package folder "
-                              f"({dependencies.package_folder()}): add it to PYTHONPATH or set "
-                              f"{dependencies.PACKAGES_ENV}={target} for QGIS to use it.")
+                              f"({dependencies.package_folder()}): set "
+                              f"{dependencies.PACKAGES_ENV}={target} for Berunda's engine to use it.")
         return {self.TARGET_FOLDER: target, self.LOG: log_path}

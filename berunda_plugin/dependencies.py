@@ -1,48 +1,34 @@
-"""Berunda's heavy dependencies: which are missing or of an unexpected version,
-found without importing them, where the plugin installs them, and (when torch
-can be imported) which device it will compute on — in plain words.
+"""Where Berunda's engine runs, seen from QGIS's process — which never imports torch,
+segmentation-models-pytorch, timm or rasterio (importing them inside the QGIS desktop can
+crash it, and QGIS's own older copies of their dependencies would shadow them).
 
-QGIS imports plugins at start-up, so everything here except ``device_status``
-only uses importlib's finders and metadata; torch & co. are imported when an
-algorithm runs.  This module imports nothing from QGIS at module level.
+The engine runs in a child process (berunda_plugin/engine_process.py): QGIS's own Python
+(or ``$BERUNDA_PYTHON``) with Berunda's **package folder first on its path**, so what
+berunda:install_dependencies put there always wins over what QGIS ships.  Here: that
+folder, that interpreter, and a cheap look (package metadata only, nothing imported) at
+whether the packages are there.  Nothing from QGIS is imported at module level.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import re
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
+
+from ..engine.environment import REQUIRED, REQUIREMENTS_FILE, nvidia_gpus, nvidia_smi  # noqa: F401
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REQUIREMENTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "requirements.txt")
 CONSTRAINTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "constraints.txt")
+#: Optional: berunda:export_onnx (onnx writes the file, onnxruntime checks it).
+ONNX_REQUIREMENTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "onnx.txt")
 
 #: Environment variable overriding the plugin-owned package folder.
 PACKAGES_ENV = "BERUNDA_PACKAGES"
 PACKAGES_FOLDER_NAME = "berunda-packages"
-
-# (import name, pip name)
-REQUIRED: Tuple[Tuple[str, str], ...] = (
-    ("torch", "torch"),
-    ("segmentation_models_pytorch", "segmentation-models-pytorch"),
-    ("rasterio", "rasterio"),
-    ("numpy", "numpy"),
-)
-
-# Versions outside these bounds cannot work (an error); any other version that differs from
-# the pin in requirements.txt is only a warning.  numpy 2 breaks QGIS's own compiled modules.
-MINIMUM = {"torch": "2.1", "segmentation-models-pytorch": "0.3", "rasterio": "1.3",
-           "numpy": "1.21"}
-BELOW = {"numpy": "2"}
-WHY_BELOW = {"numpy": "QGIS's own compiled Python modules (and GDAL's) are built for numpy 1 and "
-                      "break under numpy 2"}
-
+#: Environment variable naming another interpreter for the engine (a venv, conda env…): its
+#: own packages are used and the package folder is not added.
+PYTHON_ENV = "BERUNDA_PYTHON"
 
 # --- the plugin-owned package folder --------------------------------------------------------
 
@@ -69,19 +55,6 @@ def package_folder() -> str:
         except Exception:  # noqa: BLE001 - no application yet
             settings = ""
     return os.path.join(settings or _default_settings_dir(), "python", PACKAGES_FOLDER_NAME)
-
-
-def add_package_folder_to_path(folder: Optional[str] = None) -> bool:
-    """Append the package folder to sys.path (once; after QGIS's own folders, so what QGIS
-    ships always wins).  Cheap: no import.  Returns whether the folder is on sys.path."""
-    folder = os.path.abspath(folder or package_folder())
-    if not os.path.isdir(folder):
-        return False
-    if folder not in (os.path.abspath(p) for p in sys.path if p):
-        sys.path.append(folder)
-        sys.path_importer_cache.pop(folder, None)
-        importlib.invalidate_caches()
-    return True
 
 
 # --- the Python that runs QGIS ---------------------------------------------------------------
@@ -133,105 +106,35 @@ def python_executable() -> str:
     return runnable[0] if runnable else (exe or "python3")
 
 
-# --- versions ----------------------------------------------------------------------------------
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def release(version: str) -> Tuple[int, ...]:
-    """'2.14.1+cpu' -> (2, 14, 1); '1.26.0rc1' -> (1, 26, 0)."""
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version or "")
-    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
+def engine_python() -> str:
+    """The interpreter that runs the engine: $BERUNDA_PYTHON, else QGIS's own Python."""
+    chosen = os.environ.get(PYTHON_ENV, "").strip()
+    return os.path.expanduser(chosen) if chosen else python_executable()
 
 
-def _cmp(a: Tuple[int, ...], b: Tuple[int, ...]) -> int:
-    n = max(len(a), len(b))
-    a, b = a + (0,) * (n - len(a)), b + (0,) * (n - len(b))
-    return (a > b) - (a < b)
-
-
-def pinned_versions(requirements: Optional[str] = None) -> Dict[str, str]:
-    """{canonical pip name: version} of the ``name==version`` lines of a requirements file
-    (default: the plugin's)."""
-    requirements = requirements or REQUIREMENTS_FILE
-    pins: Dict[str, str] = {}
-    try:
-        with open(requirements, encoding="utf-8") as handle:
-            for line in handle:
-                line = line.split("#", 1)[0].strip()
-                match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([^\s;,]+)",
-                                 line)
-                if match:
-                    pins[_canonical(match.group(1))] = match.group(2)
-    except OSError:
-        pass
-    return pins
-
-
-def installed_version(distribution: str) -> Optional[str]:
-    """Version of an installed distribution (from its metadata; nothing is imported)."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-    except Exception:  # noqa: BLE001 - broken metadata
-        return None
-
-
-@dataclass
-class PackageStatus:
-    pip_name: str
-    module: str
-    installed: Optional[str]      # version from the metadata, None when not found
-    importable: bool              # the module can be found (not imported)
-    pinned: Optional[str]         # version in requirements.txt
-    state: str                    # ok | missing | different | incompatible
-    message: str                  # plain words
-
-    @property
-    def problem(self) -> bool:
-        return self.state != "ok"
-
-
-def classify_version(pip_name: str, installed: Optional[str], pinned: Optional[str]) -> Tuple[str, str]:
-    """(state, plain words) of an importable package's version: ok, different (a warning) or
-    incompatible (outside MINIMUM/BELOW: an error)."""
-    key = _canonical(pip_name)
-    low, high = MINIMUM.get(key), BELOW.get(key)
-    if installed and low and _cmp(release(installed), release(low)) < 0:
-        return "incompatible", (f"{pip_name} {installed} is too old: Berunda needs {pip_name} >= "
-                                f"{low}" + (f" (tested with {pinned})" if pinned else ""))
-    if installed and high and _cmp(release(installed), release(high)) >= 0:
-        return "incompatible", (f"{pip_name} {installed} is incompatible: it must stay below {high}"
-                                + (f" because {WHY_BELOW[key]}" if key in WHY_BELOW else ""))
-    if installed and pinned and _cmp(release(installed), release(pinned)) != 0:
-        return "different", (f"{pip_name} {installed} is installed; Berunda is tested with {pinned}. "
-                             "It should work, but if something fails, install the tested version.")
-    return "ok", f"{pip_name} {installed or 'unknown version'}"
-
-
-def package_status(module: str, pip_name: str, pins: Optional[Dict[str, str]] = None) -> PackageStatus:
-    pins = pinned_versions() if pins is None else pins
-    pinned = pins.get(_canonical(pip_name))
-    installed = installed_version(pip_name)
-    importable = importlib.util.find_spec(module) is not None
-    if not importable:
-        state = "missing"
-        message = f"{pip_name}: missing" + (f" (Berunda uses {pinned})" if pinned else "")
-    else:
-        state, message = classify_version(pip_name, installed, pinned)
-    return PackageStatus(pip_name, module, installed, importable, pinned, state, message)
-
-
-def package_statuses() -> List[PackageStatus]:
-    pins = pinned_versions()
-    return [package_status(module, pip, pins) for module, pip in REQUIRED]
+def engine_search_path() -> List[str]:
+    """Folders put first on the engine's PYTHONPATH: the package folder (unless
+    $BERUNDA_PYTHON names another environment) and the folder holding the plugin, so that
+    ``python -m <plugin folder name>`` finds it."""
+    folders = []
+    if not os.environ.get(PYTHON_ENV, "").strip() and os.path.isdir(package_folder()):
+        folders.append(package_folder())
+    folders.append(os.path.dirname(PLUGIN_DIR))
+    return folders
 
 
 def missing_packages() -> List[str]:
-    """pip names of the required packages that cannot be found."""
-    return [pip for module, pip in REQUIRED if importlib.util.find_spec(module) is None]
+    """pip names of the required packages the engine would not find, judged without starting
+    it: from the package metadata in the package folder and in QGIS's Python.  With
+    $BERUNDA_PYTHON nothing is judged here (the engine reports what it lacks)."""
+    if os.environ.get(PYTHON_ENV, "").strip():
+        return []
+    folders = [package_folder()] + [p for p in sys.path if p]
+    found = set()
+    for dist in metadata.distributions(path=[f for f in folders if os.path.isdir(f)]):
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        found.add(name)
+    return [pip for _module, pip in REQUIRED if pip.lower() not in found]
 
 
 def manual_install_command(target: Optional[str] = None) -> str:
@@ -242,148 +145,10 @@ def manual_install_command(target: Optional[str] = None) -> str:
 
 def install_hint(missing: List[str]) -> str:
     return (
-        f"Berunda needs the Python package(s) {', '.join(missing)}, which QGIS's Python "
-        "cannot find. Install them with the Berunda algorithm 'Install dependencies' "
+        f"Berunda needs the Python package(s) {', '.join(missing)}, which its engine cannot "
+        "find. Install them with the Berunda algorithm 'Install dependencies' "
         "(Processing Toolbox > Berunda > Set-up, or Plugins menu > Berunda > Install "
         "dependencies…; headless: qgis_process run berunda:install_dependencies), or by hand "
-        "into Berunda's package folder, keeping QGIS's numpy 1.x:\n"
+        "into Berunda's package folder:\n"
         f"    {manual_install_command()}\n"
-        "then restart QGIS.")
-
-
-class DependencyError(RuntimeError):
-    """A dependency is missing or incompatible; the message says what to do."""
-
-
-@dataclass
-class DependencyCheck:
-    errors: List[str] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
-    infos: List[str] = field(default_factory=list)
-
-
-def check_dependencies() -> DependencyCheck:
-    """Missing packages and incompatible versions are errors; other versions than the pins
-    are warnings."""
-    check = DependencyCheck()
-    missing = missing_packages()
-    if missing:
-        check.errors.append(install_hint(missing))
-    for status in package_statuses():
-        if status.state == "incompatible":
-            check.errors.append(
-                f"{status.message}. Reinstall Berunda's dependencies with the 'Install "
-                f"dependencies' algorithm or by hand:\n    {manual_install_command()}")
-        elif status.state == "different":
-            check.warnings.append(status.message)
-        elif status.state == "ok":
-            check.infos.append(status.message)
-    return check
-
-
-def require_dependencies() -> None:
-    """Raise ImportError with an install hint when something is missing."""
-    missing = missing_packages()
-    if missing:
-        raise ImportError(install_hint(missing))
-
-
-# --- devices (imports torch: only call when it is importable and about to be used) ------------
-
-def nvidia_smi() -> Optional[str]:
-    return shutil.which("nvidia-smi")
-
-
-def nvidia_gpus(timeout: float = 10.0) -> List[str]:
-    """GPU names and memory as nvidia-smi reports them (no torch needed); [] without one."""
-    exe = nvidia_smi()
-    if not exe:
-        return []
-    try:
-        out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
-@dataclass
-class DeviceStatus:
-    torch_version: Optional[str] = None
-    cuda_build: Optional[str] = None       # torch.version.cuda (None: CPU-only build)
-    cuda_available: bool = False
-    gpus: List[Tuple[str, int]] = field(default_factory=list)   # (name, total memory bytes)
-    mps_available: bool = False
-    error: Optional[str] = None
-    summary: str = ""
-
-
-def device_status() -> DeviceStatus:
-    """Which device Berunda will use, in plain words.  Imports torch (when it is installed)."""
-    status = DeviceStatus()
-    if importlib.util.find_spec("torch") is None:
-        status.error = "torch is missing"
-        status.summary = ("Device: unknown — torch is missing, so Berunda cannot compute yet "
-                          "(install the dependencies).")
-        if nvidia_gpus():
-            status.summary += f" An NVIDIA GPU is present: {'; '.join(nvidia_gpus())}."
-        return status
-    try:
-        import torch  # noqa: PLC0415 - deliberately lazy
-    except Exception as exc:  # noqa: BLE001 - a broken install must still be reported
-        status.error = f"torch cannot be imported: {exc}"
-        status.summary = (f"Device: unknown — torch is installed but cannot be imported ({exc}). "
-                          "Reinstall the dependencies.")
-        return status
-    status.torch_version = torch.__version__
-    status.cuda_build = getattr(torch.version, "cuda", None)
-    try:
-        status.cuda_available = bool(torch.cuda.is_available())
-        if status.cuda_available:
-            for i in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(i)
-                status.gpus.append((props.name, int(props.total_memory)))
-    except Exception as exc:  # noqa: BLE001 - driver trouble
-        status.cuda_available = False
-        status.error = f"CUDA check failed: {exc}"
-    try:
-        status.mps_available = bool(torch.backends.mps.is_available())
-    except Exception:  # noqa: BLE001
-        status.mps_available = False
-    if status.cuda_available and status.gpus:
-        gpus = ", ".join(f"{name} ({memory / 2**30:.1f} GiB)" for name, memory in status.gpus)
-        status.summary = (f"Device: GPU {gpus} with CUDA {status.cuda_build} (torch "
-                          f"{status.torch_version}). DEVICE=auto trains and classifies on the GPU.")
-    elif status.cuda_build is None:
-        status.summary = (f"Device: CPU only — this torch ({status.torch_version}) is a CPU-only "
-                          "build. Training works but is slow.")
-        if nvidia_gpus():
-            status.summary += (f" An NVIDIA GPU is present ({'; '.join(nvidia_gpus())}): run "
-                               "'Install dependencies' with TORCH_BUILD=cuda to use it.")
-    else:
-        status.summary = (f"Device: CPU only — torch {status.torch_version} is built for CUDA "
-                          f"{status.cuda_build} but finds no usable NVIDIA GPU (no GPU, or its "
-                          "driver is missing or older than this CUDA). Training works but is slow.")
-        if status.error:
-            status.summary += f" ({status.error})"
-    return status
-
-
-_FIRST_USE_DONE = False
-
-
-def first_use_messages() -> Tuple[List[str], List[str]]:
-    """(infos, warnings) to show before an algorithm runs: the full picture the first time in
-    this QGIS session (versions and device, in plain words), only the warnings afterwards.
-    Raises DependencyError when something is missing or incompatible."""
-    global _FIRST_USE_DONE
-    check = check_dependencies()
-    if check.errors:
-        raise DependencyError("\n".join(check.errors))
-    if _FIRST_USE_DONE:
-        return [], check.warnings
-    _FIRST_USE_DONE = True
-    infos = ["Berunda's dependencies: " + ", ".join(
-        f"{status.pip_name} {status.installed or '(version unknown)'}" for status in package_statuses())]
-    infos.append(device_status().summary)
-    return infos, check.warnings
+        f"or set {PYTHON_ENV} to the Python of an environment that has them.")

@@ -19,7 +19,6 @@ import queue
 import re
 import shlex
 import shutil
-import signal
 import site
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from importlib import metadata
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .dependencies import CONSTRAINTS_FILE
+from .engine_process import kill_tree
 
 TORCH_BUILDS = ["auto", "cpu", "cuda"]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -221,28 +221,6 @@ def pip_environment() -> Dict[str, str]:
 
 # --- running it ------------------------------------------------------------------------------
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        if sys.platform.startswith("win"):
-            subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True,
-                           timeout=30)
-        else:
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except Exception:  # noqa: BLE001 - fall back to killing pip itself
-        pass
-    if proc.poll() is None:
-        try:
-            if not sys.platform.startswith("win"):
-                os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 class Cancelled(InstallError):
     pass
 
@@ -277,7 +255,7 @@ def run_streaming(cmd: Sequence[str], log_path: str, on_line: Callable[[str], No
         try:
             while not done:
                 if is_cancelled():
-                    _kill_tree(proc)
+                    kill_tree(proc)
                     log.write("\n*** cancelled: pip was stopped ***\n")
                     raise Cancelled("Cancelled: pip was stopped; the target folder may hold a "
                                     "partial installation — run the algorithm again to finish it.")
@@ -294,7 +272,7 @@ def run_streaming(cmd: Sequence[str], log_path: str, on_line: Callable[[str], No
             return proc.wait()
         finally:
             if proc.poll() is None:
-                _kill_tree(proc)
+                kill_tree(proc)
             thread.join(timeout=5)
             proc.stdout.close()
 

@@ -4,7 +4,7 @@ import os
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .dependencies import add_package_folder_to_path, missing_packages, package_statuses
+from .dependencies import missing_packages
 from .provider import BerundaProvider
 
 MENU = "&Berunda"
@@ -26,7 +26,6 @@ class BerundaPlugin:
         self.message = None
 
     def initProcessing(self):  # noqa: N802 (QGIS API)
-        add_package_folder_to_path()
         if self.provider is None:
             self.provider = BerundaProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
@@ -50,17 +49,14 @@ class BerundaPlugin:
 
     def warn_if_missing(self):
         """A message bar with an 'Install dependencies…' button when torch & co. are missing
-        or of an incompatible version (found without importing them)."""
+        from the engine's environment (found from package metadata, without importing them;
+        versions are checked by the engine itself when it runs)."""
         if self.iface is None:
             return
         missing = missing_packages()
-        incompatible = [s.message for s in package_statuses() if s.state == "incompatible"]
-        if missing:
-            text = "needs " + ", ".join(missing) + " to train and classify."
-        elif incompatible:
-            text = incompatible[0] + "."
-        else:
+        if not missing:
             return
+        text = "needs " + ", ".join(missing) + " to train and classify."
         from qgis.PyQt.QtWidgets import QPushButton  # noqa: PLC0415
 
         bar = self.iface.messageBar()

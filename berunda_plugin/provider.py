@@ -10,9 +10,9 @@ from ..algorithms.classify import ClassifyAlgorithm
 from ..algorithms.compare import CompareAlgorithm
 from ..algorithms.diagnostics import DiagnosticsAlgorithm
 from ..algorithms.evaluate import EvaluateAlgorithm
+from ..algorithms.export_onnx import ExportOnnxAlgorithm
 from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
 from ..algorithms.train import TrainAlgorithm
-from .dependencies import add_package_folder_to_path
 
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources")
 ICON = os.path.join(RESOURCES, "icon.svg")
@@ -37,11 +37,6 @@ class ExampleModel(QgsProcessingModelAlgorithm):
 
 
 class BerundaProvider(QgsProcessingProvider):
-    def load(self):
-        # Packages installed by berunda:install_dependencies (cheap: no import).
-        add_package_folder_to_path()
-        return super().load()
-
     def id(self):
         return "berunda"
 
@@ -62,7 +57,7 @@ class BerundaProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         for alg in (TrainAlgorithm(), ClassifyAlgorithm(), EvaluateAlgorithm(), CompareAlgorithm(),
-                    InstallDependenciesAlgorithm(), DiagnosticsAlgorithm()):
+                    ExportOnnxAlgorithm(), InstallDependenciesAlgorithm(), DiagnosticsAlgorithm()):
             self.addAlgorithm(alg)
         for path in sorted(glob.glob(os.path.join(MODELS_DIR, "*.model3"))):
             model = ExampleModel()

@@ -6,6 +6,7 @@ import base64
 import csv
 import html
 import io
+import math
 from typing import List
 
 from .atomic import atomic_output
@@ -22,11 +23,20 @@ def write_comparison_csv(rows: List, supervised, best, path: str) -> None:
             writer.writerow(_cells(row, supervised, best))
 
 
+def _spread(std: float) -> str:
+    return "n/a" if math.isnan(std) else f"{std:.2f}"   # one run: no spread to report
+
+
+def _with_spread(mean: str, spread: str) -> str:
+    return f"{mean} (spread n/a)" if spread == "n/a" else f"{mean} ± {spread}"
+
+
 def _cells(row, supervised, best):
     gain = lambda a, b: "" if supervised is None or row is supervised else f"{a - b:+.2f}"  # noqa: E731
     lam = row.lam if isinstance(row.lam, str) else f"{row.lam:g}"
     return [row.mode, row.task, lam if row.task != "none" else "", len(row.oa),
-            f"{row.oa_mean:.2f}", f"{row.oa_std:.2f}", f"{row.miou_mean:.2f}", f"{row.miou_std:.2f}",
+            f"{row.oa_mean:.2f}", _spread(row.oa_std), f"{row.miou_mean:.2f}",
+            _spread(row.miou_std),
             gain(row.oa_mean, supervised.oa_mean if supervised else 0),
             gain(row.miou_mean, supervised.miou_mean if supervised else 0),
             "yes" if row is best else "",
@@ -45,7 +55,8 @@ def write_comparison_html(rows: List, supervised, best, path: str, title: str,
         c = _cells(row, supervised, best)
         style = ' style="font-weight:bold;background:#eef6ee"' if row is best else ""
         body.append(f"<tr{style}><td>{c[0]}</td><td>{c[1]}</td><td>{c[2] or '–'}</td><td>{c[3]}</td>"
-                    f"<td>{c[4]} ± {c[5]}</td><td>{c[6]} ± {c[7]}</td><td>{c[8] or '–'}</td>"
+                    f"<td>{_with_spread(c[4], c[5])}</td><td>{_with_spread(c[6], c[7])}</td>"
+                    f"<td>{c[8] or '–'}</td>"
                     f"<td>{c[9] or '–'}</td></tr>")
     body.append("</table>")
     plot = _lambda_plot(rows, supervised)
@@ -96,15 +107,16 @@ def lambda_figure(rows, supervised):
     x_auto = max([max(v, 1e-3) for v in numbers] or [1.0]) * 4
     for task, task_rows in sorted(by_task.items()):
         numeric = sorted((r for r in task_rows if not isinstance(r.lam, str)), key=lambda r: r.lam)
+        spread = lambda r: 0.0 if math.isnan(r.miou_std) else r.miou_std  # noqa: E731 - one run
         if numeric:
             line = ax.errorbar([max(r.lam, 1e-3) for r in numeric],
-                               [r.miou_mean for r in numeric], yerr=[r.miou_std for r in numeric],
+                               [r.miou_mean for r in numeric], yerr=[spread(r) for r in numeric],
                                marker="o", capsize=3, label=task)
             colour = line.lines[0].get_color()
         else:
             colour = ax.plot([], [])[0].get_color()   # the task's colour in the cycle
         for r in (r for r in task_rows if isinstance(r.lam, str)):
-            ax.errorbar([x_auto], [r.miou_mean], yerr=[r.miou_std], marker="*", markersize=11,
+            ax.errorbar([x_auto], [r.miou_mean], yerr=[spread(r)], marker="*", markersize=11,
                         capsize=3, color=colour, linestyle="none",
                         label=None if numeric else f"{task} (auto)")
     ax.set_xscale("log")

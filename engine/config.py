@@ -33,6 +33,10 @@ class TrainingConfig:
     max_invalid_fraction: float = 0.5    # windows with more nodata than this are redrawn
     validation_images: List[str] = field(default_factory=list)   # scored after training
     validation_labels: List[str] = field(default_factory=list)
+    # Polygon labels instead of label rasters: burnt onto each image's grid when training starts.
+    label_polygons: Optional[str] = None
+    label_layer: Optional[str] = None
+    class_field: Optional[str] = None
 
     def to_dict(self) -> dict:
         return asdict(self)

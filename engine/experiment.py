@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from .atomic import ensure_folder
 from .comparison_report import write_comparison_csv, write_comparison_html
 from .config import TrainingConfig
 from .errors import Cancelled, InvalidParameterError
@@ -36,11 +37,14 @@ class ComparisonRow:
     def label(self) -> str:
         return "supervised" if self.task == "none" else f"{self.task} λ={format_lambda(self.lam)}"
 
-    # sample std (ddof=1) over seeds, 0 for a single run, as "mean ± std over runs" in the paper
+    # sample std (ddof=1) over seeds, as "mean ± std over runs" in the paper; NaN ("n/a")
+    # for a single run, whose spread is unknown rather than 0
     oa_mean = property(lambda self: float(np.mean(self.oa)) if self.oa else float("nan"))
     miou_mean = property(lambda self: float(np.mean(self.miou)) if self.miou else float("nan"))
-    oa_std = property(lambda self: float(np.std(self.oa, ddof=1)) if len(self.oa) > 1 else 0.0)
-    miou_std = property(lambda self: float(np.std(self.miou, ddof=1)) if len(self.miou) > 1 else 0.0)
+    oa_std = property(lambda self: float(np.std(self.oa, ddof=1)) if len(self.oa) > 1
+                      else float("nan"))
+    miou_std = property(lambda self: float(np.std(self.miou, ddof=1)) if len(self.miou) > 1
+                        else float("nan"))
 
 
 @dataclass
@@ -62,6 +66,34 @@ class ComparisonResult:
 
 def format_lambda(lam) -> str:
     return lam if isinstance(lam, str) else f"{lam:g}"
+
+
+LAMBDA_WORDS = ("auto", "paper")
+
+
+def parse_lambdas(text: Optional[str]) -> Optional[List[Union[float, str]]]:
+    """'0.5, 1,5, auto' -> [0.5, 1.0, 5.0, 'auto']: numbers, 'auto' (balanced during
+    training) and 'paper' (each task's paper value); empty -> None (the paper's values)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    values: List[Union[float, str]] = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.lower() in LAMBDA_WORDS:
+            values.append(part.lower())
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise InvalidParameterError(f"LAMBDAS: {part!r} is not a number; give comma-separated "
+                                        "values such as 0.5, 1, 5, auto, paper.") from None
+        if not 0 <= value < float("inf"):
+            raise InvalidParameterError(f"LAMBDAS: {value} must be a finite number >= 0.")
+        values.append(value)
+    return values or None
 
 
 def comparison_grid(tasks: Sequence[str], lambdas: Optional[Sequence[Union[float, str]]],
@@ -90,7 +122,8 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str],
                    runs: int, validation_images: Sequence[str], validation_labels: Sequence[str],
                    table_path: str, report_path: str, model_folder: Optional[str] = None,
                    reporter: Optional[Reporter] = None, baseline: bool = True) -> ComparisonResult:
-    from .trainer import train, validate_config
+    from .time_estimate import TrainingClock, validation_pixels
+    from .trainer import TASKS, fit_mask_to_tile, train, validate_config
 
     reporter = reporter or Reporter()
     if runs < 1:
@@ -102,6 +135,9 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str],
     grid = comparison_grid(tasks, lambdas, baseline)
     if not grid:
         raise InvalidParameterError("Nothing to compare: no auxiliary task and no baseline.")
+    base = fit_mask_to_tile(base, reporter, [task for task, _ in grid])
+    for label, path in (("OUTPUT_TABLE", table_path), ("OUTPUT_REPORT", report_path)):
+        ensure_folder(path, label)   # before hours of training, not after
     for task, lam in grid:   # refuse bad settings before hours of training
         validate_config(dataclasses.replace(base, aux_task=task, lam=lam))
     rows = [ComparisonRow(task, lam) for task, lam in grid]
@@ -109,10 +145,15 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str],
     folder = model_folder or tempfile.mkdtemp(prefix="berunda_compare_")
     os.makedirs(folder, exist_ok=True)
     total = len(grid) * runs
+    # One clock over the whole grid: the first steps of the first training estimate it all.
+    steps = -(-base.samples_per_epoch // base.batch_size)
+    tiles = [base.epochs * steps * base.batch_size *
+             (2 if TASKS[task].uses_unlabeled and (lam == "auto" or lam > 0)
+                 and base.unlabeled_images else 1)
+             for _ in range(runs) for task, lam in grid]
+    clock = TrainingClock(reporter, base, tiles, validation_pixels(validation_images))
     result = ComparisonResult(rows, table_path, report_path, model_folder)
-    settings = {k: v for k, v in base.to_dict().items() if k not in ("aux_task", "lam", "seed")}
-    settings.update(seeds=f"{base.seed}..{base.seed + runs - 1}",
-                    validation=", ".join(os.path.basename(p) for p in validation_images))
+    settings = chosen_settings(base, [task for task, _ in grid], runs, validation_images)
     try:
         done = 0
         for run in range(runs):           # seed-major: every row gets a first result early
@@ -124,7 +165,7 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str],
                 name = f"{row.task}_lambda{format_lambda(row.lam)}_seed{seed}.pt"
                 sub = ScaledReporter(reporter, done / total, (done + 1) / total)
                 reporter.info(f"== {row.label}, seed {seed} ({done + 1}/{total})")
-                trained = train(config, os.path.join(folder, name), sub)
+                trained = train(config, os.path.join(folder, name), sub, clock=clock)
                 model = trained.model_path
                 # A finished run is never resumed: its checkpoint (weights + optimizer state,
                 # ~3x the model) would only fill the disk, run after run.
@@ -150,6 +191,33 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str],
             for row in rows:
                 row.models.clear()
     return result
+
+
+# Settings berunda:compare exposes, by parameter id; task hyper-parameters only for the
+# tasks compared.  (Config fields no algorithm exposes are Berunda's, not the user's.)
+SHARED_PARAMETERS = {"ENCODER": "encoder", "TILE_SIZE": "tile_size", "BATCH_SIZE": "batch_size",
+                     "EPOCHS": "epochs", "SAMPLES_PER_EPOCH": "samples_per_epoch",
+                     "LEARNING_RATE": "learning_rate", "DEVICE": "device", "AUGMENT": "augment"}
+TASK_PARAMETERS = {"ALPHA": "alpha", "CLUSTERS": "clusters", "MASK_SIZE": "mask_size",
+                   "PERMUTATIONS": "permutations"}
+
+
+def chosen_settings(base: TrainingConfig, tasks: Sequence[str], runs: int,
+                    validation_images: Sequence[str]) -> dict:
+    import inspect
+
+    from .trainer import TASKS
+
+    names = lambda paths: ", ".join(os.path.basename(p) for p in paths) or "none"  # noqa: E731
+    settings = {"LABELED_IMAGES": names(base.labeled_images),
+                "UNLABELED_IMAGES": names(base.unlabeled_images),
+                "VALIDATION_IMAGES": names(validation_images), "RUNS": runs,
+                "SEED": f"{base.seed}..{base.seed + runs - 1}" if runs > 1 else base.seed}
+    settings.update({key: getattr(base, field) for key, field in SHARED_PARAMETERS.items()})
+    used = {name for t in tasks if t in TASKS for name in inspect.signature(TASKS[t]).parameters}
+    settings.update({key: getattr(base, field) for key, field in TASK_PARAMETERS.items()
+                     if field in used})
+    return settings
 
 
 def _remove(path: str) -> None:

@@ -2,15 +2,19 @@
 value <-> index mapping, and rasterising polygon labels onto an image grid."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..models import IGNORE_INDEX
-from .errors import DataError, RasterError
-from .rasters import block_windows, describe, open_raster
+from .errors import DataError, InvalidParameterError, RasterError
+from .rasters import block_windows, describe, open_raster, read_checked
 
 POLYGON_LABEL_NODATA = -2147483648   # Int32 minimum: never a class value users pick
 
@@ -27,6 +31,10 @@ class ClassInfo:
     def to_metadata(self) -> dict:
         return {"values": self.values, "names": self.names, "colors": self.colors,
                 "nodata": self.nodata, "pixel_counts": self.pixel_counts}
+
+    @classmethod
+    def from_metadata(cls, c: dict) -> "ClassInfo":
+        return cls(c["values"], c["names"], c["colors"], c["nodata"], c.get("pixel_counts", []))
 
 
 class ClassMapper:
@@ -77,7 +85,7 @@ def scan_classes(label_paths: Sequence[str]) -> ClassInfo:
             from rasterio.windows import Window
 
             for r, c, h, w in block_windows(ds.height, ds.width, 2048):
-                block = ds.read(1, window=Window(c, r, w, h))
+                block = read_checked(ds, Window(c, r, w, h), 1)
                 values, n = np.unique(block, return_counts=True)
                 for v, k in zip(values.tolist(), n.tolist()):
                     if nodata is not None and v == nodata:
@@ -154,3 +162,26 @@ def rasterize_polygons(vector_path: str, class_field: str, image_path: str, out_
     out = None
     os.remove(tmp_vector)
     return out_path
+
+
+@contextlib.contextmanager
+def burnt_polygon_labels(config, reporter):
+    """The config itself, or — with LABEL_POLYGONS — a copy whose ``labels`` are the polygons
+    burnt onto each image's grid, in a temporary folder removed afterwards."""
+    if not config.label_polygons:
+        yield config
+        return
+    if not config.class_field:
+        raise InvalidParameterError("LABEL_POLYGONS needs CLASS_FIELD: the integer field holding "
+                                    "each polygon's class value.")
+    folder = tempfile.mkdtemp(prefix="berunda_labels_")
+    try:
+        labels = []
+        for i, image in enumerate(config.labeled_images):
+            reporter.info(f"Rasterising label polygons onto {image}")
+            labels.append(rasterize_polygons(config.label_polygons, config.class_field, image,
+                                             os.path.join(folder, f"labels_{i}.tif"),
+                                             config.label_layer))
+        yield dataclasses.replace(config, labels=labels)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,6 +19,9 @@ class Reporter:
         """Something the user should act on; the work goes on.  Default: an info line."""
         self.info(f"Warning: {message}")
 
+    def status(self, text: str) -> None:
+        """A short progress text (e.g. the time left); default: not shown."""
+
     def cancelled(self) -> bool:
         return False
 
@@ -44,6 +47,9 @@ class ScaledReporter(Reporter):
 
     def warning(self, message: str) -> None:
         self.parent.warning(message)
+
+    def status(self, text: str) -> None:
+        self.parent.status(text)
 
     def cancelled(self) -> bool:
         return self.parent.cancelled()

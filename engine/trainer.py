@@ -7,6 +7,7 @@ run (on CPU; CUDA kernels may differ in the last bits).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -23,12 +24,14 @@ from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
-from .labels import ClassInfo
+from .labels import ClassInfo, burnt_polygon_labels
 from .loss_balance import make_balance
 from .model_file import ModelPackage, load_model, save_model
+from .paths import checkpoint_path_for
 from .prefetch import prefetch
 from .progress import Reporter, ScaledReporter
 from .step import train_step
+from .time_estimate import TrainingClock
 from .training_data import prepare_training_data
 from .validation import score_model
 from .versions import library_versions
@@ -44,11 +47,6 @@ class TrainingResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def checkpoint_path_for(model_path: str) -> str:
-    root, ext = os.path.splitext(model_path)
-    return f"{root}.checkpoint{ext or '.pt'}"
 
 
 def make_task(config: TrainingConfig):
@@ -115,10 +113,34 @@ def validate_config(config: TrainingConfig) -> None:
             raise InvalidParameterError(message)
 
 
+def fit_mask_to_tile(config: TrainingConfig, reporter: Reporter, tasks=None) -> TrainingConfig:
+    """A MASK_SIZE not smaller than TILE_SIZE (e.g. the default 80 with small tiles) is
+    clipped to a quarter of the tile, the paper's ratio, with a warning."""
+    uses_mask = any(t in TASKS and "mask_size" in inspect.signature(TASKS[t]).parameters
+                    for t in tasks or [config.aux_task])
+    if not uses_mask or config.mask_size < config.tile_size:
+        return config
+    clipped = max(1, config.tile_size // 4)
+    reporter.warning(f"MASK_SIZE {config.mask_size} is not smaller than TILE_SIZE "
+                     f"{config.tile_size}; using {clipped} (a quarter of the tile, as the paper's "
+                     "80 px on 320-px tiles).")
+    return dataclasses.replace(config, mask_size=clipped)
+
+
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
-          resume: Optional[str] = None) -> TrainingResult:
+          resume: Optional[str] = None, prepared: Optional[dict] = None,
+          clock: Optional[TrainingClock] = None) -> TrainingResult:
+    """Train and write the model.  ``prepared`` (from a training job: classes and
+    normalisation statistics) is used instead of recomputing them from the rasters;
+    ``clock`` (berunda:compare) estimates the time of several trainings at once."""
     outer = reporter or Reporter()
+    config = fit_mask_to_tile(config, outer)
     validate_config(config)
+    with burnt_polygon_labels(config, outer) as config:
+        return _train(config, output_path, outer, resume, prepared, clock)
+
+
+def _train(config, output_path, outer, resume, prepared, clock) -> TrainingResult:
     # With validation pairs, training gets 90 % of the progress bar and scoring the rest.
     reporter = ScaledReporter(outer, 0.0, 0.9) if config.validation_images else outer
     checkpoint_path = checkpoint_path_for(output_path)
@@ -127,14 +149,17 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     start_epoch, history, stats, classes, state = 1, [], None, None, None
     if resume:
         config, start_epoch, history, stats, classes, state = _load_resume(resume, config, reporter)
+    elif prepared:
+        stats, classes = prepared["normalization"], ClassInfo.from_metadata(prepared["classes"])
     task = make_task(config)
     lam = lambda_setting(config)
     semi = task.uses_unlabeled and (lam == "auto" or lam > 0)
     device = resolve_device(config.device)
     data = prepare_training_data(config, reporter, semi, stats, classes)
+    clock = clock or TrainingClock.for_config(reporter, config, semi)
     try:
         result = _run(config, task, semi, device, data, output_path, checkpoint_path,
-                      reporter, start_epoch, history, state, resume)
+                      reporter, start_epoch, history, state, resume, clock)
     finally:
         data.close()
     if config.validation_images:
@@ -157,7 +182,7 @@ def _attach_validation(model_path: str, config: TrainingConfig, device, reporter
 
 
 def _run(config, task, semi, device, data, output_path, checkpoint_path, reporter,
-         start_epoch, history, state, resumed_from=None) -> TrainingResult:
+         start_epoch, history, state, resumed_from=None, clock=None) -> TrainingResult:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
     arch = describe_network(bands, len(data.classes.values), config.encoder,
@@ -207,6 +232,8 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
                   f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
                   f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
                   f"of {config.tile_size} px.")
+    clock.begin(device, (config.epochs - start_epoch + 1) * steps * config.batch_size
+                * (2 if semi and data.unlabeled is not None else 1))
     for epoch in range(start_epoch, config.epochs + 1):
         net.train()
         rng = np.random.default_rng([config.seed, epoch])
@@ -238,6 +265,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
             totals["loss"] += loss
             seen += images.shape[0]
             reporter.progress(((epoch - 1) + (step + 1) / steps) / config.epochs)
+            clock.step(images.shape[0])
         seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch,
@@ -262,6 +290,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
                       "balance": balance.state_dict(), "task": task.state_dict()}
         save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
         last_checkpoint = (checkpoint_path, epoch)
+        clock.epoch_done(epoch, config.epochs)
     # Checkpoints keep the raw running statistics (exact resume); the final model gets
     # statistics recomputed with its final weights.
     recalibrate_batch_norm(net, data, config, semi, device, forward_batch=micro[0])
@@ -295,12 +324,10 @@ def _nan_message(epoch, step, parts, balance, task, last_checkpoint):
 
 
 def _check_output(output_path, config):
+    from .atomic import ensure_folder
     from .errors import OutputError
 
-    folder = os.path.dirname(os.path.abspath(output_path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise OutputError(f"Cannot write the model to {output_path}: folder {folder} does not "
-                          "exist or is not writable. Choose another OUTPUT_MODEL.")
+    ensure_folder(output_path, "OUTPUT_MODEL")   # a missing folder is created
     inputs = config.labeled_images + config.labels + config.unlabeled_images
     for p in (output_path, checkpoint_path_for(output_path)):
         if any(os.path.abspath(p) == os.path.abspath(i) for i in inputs):
@@ -330,8 +357,7 @@ def _load_resume(path, config, reporter):
         raise InvalidParameterError(f"The checkpoint {path} already completed {done} epochs; set "
                                     f"EPOCHS above {done} to train further.")
     meta = package.metadata
-    c = meta["classes"]
-    classes = ClassInfo(c["values"], c["names"], c["colors"], c["nodata"], c.get("pixel_counts", []))
+    classes = ClassInfo.from_metadata(meta["classes"])
     state = {"model": package.state_dict, "optimizer": package.checkpoint["optimizer"],
              "scaler": package.checkpoint.get("scaler"),
              "balance": package.checkpoint.get("balance"), "task": package.checkpoint.get("task")}

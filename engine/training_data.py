@@ -94,8 +94,7 @@ def prepare_training_data(config: TrainingConfig, reporter: Reporter, uses_unlab
             "that the checkpoint being resumed does not know; resume with the same labels.")
     reporter.info("Classes: " + ", ".join(f"{v}={n}" for v, n in zip(classes.values, classes.names)))
     if stats is None:
-        rng = np.random.default_rng([config.seed, 7919])
-        stats = compute_statistics(config.labeled_images + config.unlabeled_images, rng)
+        stats = training_statistics(config)
     mapper = ClassMapper(classes.values, classes.nodata)
     # Labeled pairs are drawn in proportion to their labelled pixels.
     label_weights = [max(n, 1) for n in scanned.raster_pixels]
@@ -109,3 +108,20 @@ def prepare_training_data(config: TrainingConfig, reporter: Reporter, uses_unlab
                                   config.augment)
     return TrainingData(bands, classes, stats, labeled, unlabeled)
 
+
+
+def prepare_job_data(config: TrainingConfig, reporter: Reporter) -> dict:
+    """What a training job carries besides its parameters (see engine/job.py): the band
+    description, the classes and the normalisation statistics, computed exactly as
+    prepare_training_data computes them."""
+    bands = describe_bands(config)
+    reporter.info("Scanning label rasters for classes…")
+    classes = scan_classes(config.labels)
+    return {"bands": bands, "classes": classes.to_metadata(),
+            "normalization": training_statistics(config)}
+
+
+def training_statistics(config: TrainingConfig) -> dict:
+    """Per-band statistics of the labeled + unlabeled images (seeded sample of pixels)."""
+    rng = np.random.default_rng([config.seed, 7919])
+    return compute_statistics(config.labeled_images + config.unlabeled_images, rng)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN_NAME = "berunda"
 # What the plugin is made of; everything else (tests, bench, scripts, .venv, .build, .git,
 # caches) stays out.
-INCLUDE = ["metadata.txt", "__init__.py", "berunda_plugin", "algorithms", "engine", "models",
+INCLUDE = ["metadata.txt", "__init__.py", "__main__.py", "berunda_plugin", "algorithms", "cli", "engine", "models",
            "resources", "requirements", "README.md", "LICENSE", "LICENSE.txt", "CHANGELOG.md"]
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".ipynb_checkpoints"}
 SKIP_SUFFIXES = (".pyc", ".pyo", ".orig", ".rej", ".swp", "~")

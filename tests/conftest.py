@@ -23,6 +23,9 @@ _ensure_plugin_link()
 sys.path.insert(0, str(PLUGINS_DIR))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The algorithms run Berunda's engine in a child process: the venv's interpreter, where
+# torch, smp and rasterio are installed (a real user's QGIS uses its package folder).
+os.environ.setdefault("BERUNDA_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 
 
 @pytest.fixture(scope="session")

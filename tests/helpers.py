@@ -91,3 +91,14 @@ def crop(src, dst, window):
         if colours and profile["count"] == 1:
             out.write_colormap(1, colours)
     return str(dst)
+
+
+def patch_engine(monkeypatch, folder, code):
+    """Run ``code`` at the start of every engine process the algorithms start from now on
+    (a sitecustomize.py first on the child's PYTHONPATH): how a test reaches into the engine,
+    which runs in its own process."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(code)
+    current = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", str(folder) + (os.pathsep + current if current else ""))

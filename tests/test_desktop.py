@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, image, label
+from helpers import TINY, image, label, patch_engine
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / ".build" / "plugins"
@@ -29,7 +29,7 @@ def clean_env(home, **extra):
     """The environment of a fresh user: own HOME (so a fresh QGIS profile), no venv on
     PYTHONPATH, no Berunda package folder override."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "BERUNDA_PACKAGES", "QGIS_PLUGINPATH")
+           if k not in ("PYTHONPATH", "BERUNDA_PACKAGES", "BERUNDA_PYTHON", "QGIS_PLUGINPATH")
            and not k.startswith("XDG_")}
     env.update(HOME=str(home), QT_QPA_PLATFORM="offscreen", **extra)
     return env
@@ -71,36 +71,38 @@ class Recorder:
 # --- dependency check -----------------------------------------------------------------------
 
 def test_version_check_in_plain_words():
-    from berunda.berunda_plugin import dependencies as deps
+    from berunda.engine import environment as env
 
-    assert deps.release("2.14.1+cu130") == (2, 14, 1)
-    assert deps.classify_version("torch", "2.14.1+cpu", "2.14.1")[0] == "ok"
-    state, words = deps.classify_version("torch", "2.3.0", "2.14.1")
+    assert env.release("2.14.1+cu130") == (2, 14, 1)
+    assert env.classify_version("torch", "2.14.1+cpu", "2.14.1")[0] == "ok"
+    state, words = env.classify_version("torch", "2.3.0", "2.14.1")
     assert state == "different" and "tested with 2.14.1" in words
-    state, words = deps.classify_version("numpy", "2.0.1", None)
+    state, words = env.classify_version("numpy", "2.0.1", None)
     assert state == "incompatible" and "below 2" in words
-    assert deps.classify_version("torch", "1.13.1", "2.14.1")[0] == "incompatible"
-    assert deps.pinned_versions()["segmentation-models-pytorch"] == "0.5.0"
-    # this environment: all present at the pinned versions, numpy < 2
-    check = deps.check_dependencies()
-    assert check.errors == [] and check.warnings == []
-    assert any(line.startswith("numpy 1.") for line in check.infos)
-    summary = deps.device_status().summary
+    assert env.classify_version("torch", "1.13.1", "2.14.1")[0] == "incompatible"
+    assert env.pinned_versions()["segmentation-models-pytorch"] == "0.5.0"
+    # this environment (the engine's): all present at the pinned versions, numpy < 2
+    assert env.version_problems() == ([], [])
+    summary = env.device_status().summary
     assert summary.startswith("Device: ") and ("GPU" in summary or "CPU" in summary)
 
 
-def test_first_run_shows_dependencies_device_and_version_warnings(qgis_app, monkeypatch, tmp_path):
-    """Before an algorithm computes: the versions and the device in plain words the first time,
-    and a warning (not an error) for a version other than the tested one."""
+def test_first_run_shows_the_engine_environment_and_version_warnings(qgis_app, monkeypatch,
+                                                                      tmp_path):
+    """Before an algorithm computes, the engine says what it runs with: its interpreter, the
+    package versions and the device the first time in a QGIS session; a version other than
+    the tested one is a warning every time; an incompatible one an error before any work."""
     import processing
     from qgis.core import QgsProcessingException
 
-    from berunda.berunda_plugin import dependencies as deps
+    from berunda.berunda_plugin import engine_process
 
     pins = tmp_path / "requirements.txt"
     pins.write_text("torch==2.3.0\nrasterio==1.4.3\n")
-    monkeypatch.setattr(deps, "REQUIREMENTS_FILE", str(pins))
-    monkeypatch.setattr(deps, "_FIRST_USE_DONE", False)
+    patch = tmp_path / "patch"
+    patch_engine(monkeypatch, patch, "import berunda.engine.environment as e\n"
+                                     f"e.REQUIREMENTS_FILE = {str(pins)!r}\n")
+    monkeypatch.setattr(engine_process, "_FIRST_RUN_DONE", False)
     params = {"LABELED_IMAGES": [image("scene1_part1")], "LABELS": [label("scene1_part2")],
               "OUTPUT_MODEL": str(tmp_path / "m.pt"), **TINY}
     for run in (1, 2):
@@ -110,41 +112,54 @@ def test_first_run_shows_dependencies_device_and_version_warnings(qgis_app, monk
         assert any("tested with 2.3.0" in w for w in feedback.warnings), run
         device_lines = [i for i in feedback.infos if i.startswith("Device: ")]
         summary = [i for i in feedback.infos if i.startswith("Berunda's dependencies: torch ")]
-        assert (len(device_lines), len(summary)) == ((1, 1) if run == 1 else (0, 0)), run
+        engine = [i for i in feedback.infos if i.startswith(f"Berunda's engine: Python")]
+        assert (len(device_lines), len(summary), len(engine)) == ((1, 1, 1) if run == 1
+                                                                 else (0, 0, 0)), run
+        # the error itself is reported once, as the exception (not also as a log line)
+        assert not any("not on the grid" in line for line in feedback.infos + feedback.warnings)
     # an incompatible version is an error that says what to do, before anything is computed
-    monkeypatch.setitem(deps.MINIMUM, "rasterio", "9.0")
+    (patch / "sitecustomize.py").write_text("import berunda.engine.environment as e\n"
+                                            "e.MINIMUM['rasterio'] = '9.0'\n")
     with pytest.raises(QgsProcessingException) as err:
         processing.run("berunda:train", params, feedback=Recorder())
-    assert "rasterio 1.4.3 is too old" in str(err.value) and "pip install" in str(err.value)
+    assert "rasterio 1.4.3 is too old" in str(err.value) and "Install dependencies" in str(err.value)
     assert "not on the grid" not in str(err.value)
 
 
-def test_package_folder_is_on_sys_path_after_loading_without_heavy_imports(tmp_path):
+def test_the_package_folder_comes_first_for_the_engine_and_never_enters_qgis(tmp_path):
+    """QGIS's Python never gets the package folder on its path; the engine process gets it
+    first, so what pip put there wins over QGIS's own older copies (here: a 'six' that
+    shadows Debian's)."""
     folder = tmp_path / "pkgs"
     folder.mkdir()
-    (folder / "berunda_probe_module.py").write_text("VALUE = 42\n")
+    (folder / "six.py").write_text("BERUNDA_COPY = True\n")
     script = f"""
-import sys, json
+import sys, json, subprocess
 sys.path.insert(0, {str(PLUGINS)!r})
 from qgis.core import QgsApplication
 app = QgsApplication([], False); app.initQgis()
 import berunda
 plugin = berunda.classFactory(None)
 plugin.initProcessing()
-import berunda_probe_module
-from berunda.berunda_plugin.dependencies import package_folder
-site = [i for i, p in enumerate(sys.path) if p.endswith(('dist-packages', 'site-packages'))]
-print(json.dumps({{'value': berunda_probe_module.VALUE, 'folder': package_folder(),
-                   'index': sys.path.index({str(folder)!r}), 'last_site': max(site),
+from berunda.berunda_plugin import dependencies, engine_process
+env = engine_process.engine_environment()
+probe = subprocess.run([dependencies.engine_python(), '-c',
+                        'import six, json; print(json.dumps([six.__file__, hasattr(six, "BERUNDA_COPY")]))'],
+                       env=env, capture_output=True, text=True)
+print(json.dumps({{'on_qgis_path': {str(folder)!r} in sys.path,
+                   'engine_path': env['PYTHONPATH'].split(':'),
+                   'engine_six': json.loads(probe.stdout),
                    'heavy': [m for m in ('torch', 'segmentation_models_pytorch', 'rasterio') if m in sys.modules]}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "BERUNDA_PACKAGES": str(folder)})
+    env = {k: v for k, v in os.environ.items() if k not in ("BERUNDA_PYTHON", "PYTHONPATH")}
+    out = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True, text=True,
+                         timeout=120, env={**env, "BERUNDA_PACKAGES": str(folder),
+                                           "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["value"] == 42 and result["folder"] == str(folder)
-    assert result["index"] > result["last_site"]   # what QGIS ships always wins
-    assert result["heavy"] == []
+    assert result["on_qgis_path"] is False and result["heavy"] == []
+    assert result["engine_path"][:2] == [str(folder), str(PLUGINS)]
+    assert result["engine_six"] == [str(folder / "six.py"), True]
 
 
 def test_default_package_folder_is_in_the_qgis_profile(qgis_app, monkeypatch):
@@ -260,7 +275,7 @@ def test_installer_refuses_to_change_qgis_numpy(qgis_app, tmp_path):
         processing.run("berunda:install_dependencies", {
             "TARGET_FOLDER": str(target), "REQUIREMENTS": str(requirements)}, feedback=Recorder())
     message = str(err.value)
-    assert "pip failed" in message and "pip install" in message and "restart QGIS" in message
+    assert "pip failed" in message and "pip install" in message
     assert "numpy<2,==" in message   # pip's own words: the constraints are what stopped it
     assert "The whole pip log: " in message
     assert not (target / "numpy").exists()
@@ -388,7 +403,7 @@ def test_make_package_builds_an_installable_zip(tmp_path):
     assert re.search(r"^  Python interpreter +/usr/bin/python3", report, re.M)   # QGIS's, not PATH's
     if not system_python_has("torch"):
         # diagnostics works without torch and says so; the algorithms say how to install it
-        assert "Not ready: torch is missing." in report
+        assert "Not ready: torch: missing" in report
         assert "Device: unknown — torch is missing" in report
         train = qgis_process("--json", "run", "berunda:train", "--",
                              f"LABELED_IMAGES={image('scene1_part1')}",
@@ -448,7 +463,7 @@ def test_provider_exposes_the_example_model_and_an_icon_per_algorithm(qgis_app):
         assert path.is_file() and path.resolve().parent == REPO / "resources" / "icons", alg.id()
         assert not alg.icon().isNull()
         icons[alg.id()] = path.name
-    assert len(set(icons.values())) == len(icons) == 7, icons
+    assert len(set(icons.values())) == len(icons) == 8, icons
 
 
 @pytest.mark.slow
