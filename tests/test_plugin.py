@@ -91,7 +91,8 @@ def test_task_enum_uses_static_strings(qgis_app):
     alg = QgsApplication.processingRegistry().algorithmById("berunda:train")
     enum = alg.parameterDefinition("AUX_TASK")
     assert enum.usesStaticStrings()
-    assert enum.options() == ["none", "l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw"]
+    assert enum.options() == ["none", "l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw",
+                              "consistency"]
     assert enum.defaultValue() == "kmeans"
     assert alg.parameterDefinition("DEVICE").options() == ["auto", "cuda", "cpu"]
 
