@@ -26,7 +26,9 @@ def train(args, reporter) -> dict:
         raise InvalidParameterError("--job-only needs --export-job (the job file to write).")
     prepared = job.prepared
     outputs = {}
-    if args.export_job:
+    from ..engine.distributed import current
+
+    if args.export_job and current().main:   # under torchrun, rank 0 writes it
         if prepared is None:
             from ..engine.labels import burnt_polygon_labels
             from ..engine.trainer import validate_config
@@ -40,10 +42,10 @@ def train(args, reporter) -> dict:
         outputs["EXPORT_JOB"] = args.export_job
         if args.job_only:
             return outputs
-    from ..engine.distributed import train_maybe_distributed
+    from ..engine.trainer import train
 
-    result = train_maybe_distributed(config, args.output, reporter, resume=args.resume,
-                                     prepared=prepared)
+    # under torchrun every rank trains; rank 0 alone writes and reports (engine/distributed.py)
+    result = train(config, args.output, reporter, resume=args.resume, prepared=prepared)
     if result is None:   # a rank other than 0: rank 0 reports
         return outputs
     final = result.final

@@ -126,9 +126,9 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     from .reporting import make_reporter
-    from ..engine.distributed import rank
+    from ..engine.distributed import current
 
-    reporter = make_reporter(args.messages, rank())
+    reporter = make_reporter(args.messages, current().rank)
     try:
         code = _environment_check(reporter, args.describe_environment,
                                   strict=args.command != "diagnostics")

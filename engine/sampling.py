@@ -26,6 +26,7 @@ class Tile:
     image: np.ndarray   # (bands, T, T) float32, normalised, 0 where invalid
     label: np.ndarray   # (T, T) int64 class index or IGNORE_INDEX
     valid: np.ndarray   # (T, T) float32 1/0 image validity
+    window: tuple = ()  # (raster index, row, col) it was read from (which tiles a rank drew)
 
 
 class WindowSampler:
@@ -63,7 +64,8 @@ class WindowSampler:
         t = self.tile
         best = None
         for _ in range(MAX_DRAWS):
-            img_ds, lab_ds = datasets[int(rng.choice(len(datasets), p=self.p))]
+            index = int(rng.choice(len(datasets), p=self.p))
+            img_ds, lab_ds = datasets[index]
             row = int(rng.integers(min(0, img_ds.height - t), max(0, img_ds.height - t) + 1))
             col = int(rng.integers(min(0, img_ds.width - t), max(0, img_ds.width - t) + 1))
             fill = img_ds.nodata if img_ds.nodata is not None else 0
@@ -78,16 +80,16 @@ class WindowSampler:
                 lab = np.full((t, t), IGNORE_INDEX, dtype=np.int64)
                 score = float(valid.mean())
             if best is None or score > best[0]:
-                best = (score, raw, valid, lab, img_ds)
+                best = (score, raw, valid, lab, img_ds, (index, row, col))
             if score >= self.min_valid:
                 break
-        _, raw, valid, lab, img_ds = best
+        _, raw, valid, lab, img_ds, window = best
         image = normalize(raw, valid, self.stats)
         valid_f = valid.astype(np.float32)
         if self.augment:
             image, lab, valid_f = _augment(rng, image, lab, valid_f)
         return Tile(np.ascontiguousarray(image), np.ascontiguousarray(lab),
-                    np.ascontiguousarray(valid_f))
+                    np.ascontiguousarray(valid_f), window)
 
 
 def _augment(rng, image, label, valid):

@@ -22,9 +22,11 @@ from ..models.tasks import PreparedBatch
 
 
 def train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device, use_amp,
-               micro, reporter) -> dict:
+               micro, reporter, ranks=None) -> dict:
     """``micro``: a one-element list holding the tiles per forward pass (None = the whole
-    step), halved here on a CUDA out-of-memory error and kept for the next steps."""
+    step), halved here on a CUDA out-of-memory error and kept for the next steps.
+    ``ranks`` (engine/distributed.py): under torchrun, gradients and loss values are averaged
+    over the ranks once the step's backward passes are done."""
     images, labels, valid = batch
     n = images.shape[0]
     # Prepared once (on the whole batch, on the CPU): an out-of-memory retry reuses the same
@@ -65,6 +67,12 @@ def train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device, 
                 known = chunk.labels != IGNORE_INDEX
                 parts["correct"] += int(((out.seg.argmax(1) == chunk.labels) & known).sum())
                 parts["labelled"] += int(known.sum())
+            if ranks is not None and ranks.active:
+                ranks.average_gradients(net.parameters())
+                parts["supervised"], parts["auxiliary"], parts["lambda"] = ranks.average(
+                    [parts["supervised"], parts["auxiliary"], parts["lambda"]])
+                parts["correct"], parts["labelled"] = ranks.total([parts["correct"],
+                                                                   parts["labelled"]])
             parts["loss"] = parts["supervised"] + parts["lambda"] * parts["auxiliary"]
             if math.isfinite(parts["loss"]):
                 scaler.step(optimizer)

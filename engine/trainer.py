@@ -20,6 +20,7 @@ import torch
 
 from ..models.network import BerundaNetLate, describe_network
 from ..models.tasks import TASKS, get_task
+from . import distributed
 from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
@@ -35,6 +36,9 @@ from .time_estimate import TrainingClock
 from .training_data import prepare_training_data
 from .validation import score_model
 from .versions import library_versions
+
+
+WINDOWS_RECORDED = 32   # labeled windows per rank and epoch kept in the history under torchrun
 
 
 @dataclass
@@ -108,6 +112,11 @@ def validate_config(config: TrainingConfig) -> None:
                       "teacher, 0.99 a typical teacher."),
     }
     checks += [check for name, check in task_checks.items() if name in accepted]
+    world = distributed.current().world
+    checks.append((config.batch_size % world == 0,
+                   f"BATCH_SIZE {config.batch_size} must be a multiple of the {world} training "
+                   f"processes (torchrun --nproc_per_node × nodes): BATCH_SIZE is the global "
+                   f"batch, split evenly; use {max(world, config.batch_size // world * world)}."))
     for ok, message in checks:
         if not ok:
             raise InvalidParameterError(message)
@@ -154,14 +163,18 @@ def _train(config, output_path, outer, resume, prepared, clock) -> TrainingResul
     task = make_task(config)
     lam = lambda_setting(config)
     semi = task.uses_unlabeled and (lam == "auto" or lam > 0)
-    device = resolve_device(config.device)
+    ranks = distributed.current()
+    device = distributed.start(ranks, resolve_device(config.device))
     data = prepare_training_data(config, reporter, semi, stats, classes)
     clock = clock or TrainingClock.for_config(reporter, config, semi)
     try:
         result = _run(config, task, semi, device, data, output_path, checkpoint_path,
-                      reporter, start_epoch, history, state, resume, clock)
+                      reporter, start_epoch, history, state, resume, clock, ranks)
     finally:
         data.close()
+    distributed.finish(ranks)
+    if result is None:   # a rank other than 0: rank 0 writes and reports
+        return None
     if config.validation_images:
         result.validation = _attach_validation(result.model_path, config, device,
                                                ScaledReporter(outer, 0.9, 1.0))
@@ -182,7 +195,8 @@ def _attach_validation(model_path: str, config: TrainingConfig, device, reporter
 
 
 def _run(config, task, semi, device, data, output_path, checkpoint_path, reporter,
-         start_epoch, history, state, resumed_from=None, clock=None) -> TrainingResult:
+         start_epoch, history, state, resumed_from=None, clock=None,
+         ranks=distributed.Ranks()) -> Optional[TrainingResult]:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
     arch = describe_network(bands, len(data.classes.values), config.encoder,
@@ -202,6 +216,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
         if saved_balance:
             balance.load_state_dict(saved_balance)
         task.load_state_dict(state.get("task") or {})
+    net = distributed.share_weights(net, ranks, device)
 
     def metadata():
         return {
@@ -224,6 +239,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
     # (a resumed run's own checkpoint exists only once its first epoch is done).
     last_checkpoint = (resumed_from, start_epoch - 1) if resumed_from else None
     steps = math.ceil(config.samples_per_epoch / config.batch_size)
+    local = config.batch_size // ranks.world   # this rank's share of the global batch
     # Tiles per forward pass: the whole step (labeled + unlabeled together, so batch norm
     # and the loss means see one batch) until CUDA runs out of memory; then halved.
     micro = [None]
@@ -231,20 +247,26 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
                   f"{'semi-supervised' if semi else 'supervised'}) "
                   f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
                   f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
-                  f"of {config.tile_size} px.")
+                  f"of {config.tile_size} px"
+                  + (f", split over {ranks.world} processes." if ranks.active else "."))
     clock.begin(device, (config.epochs - start_epoch + 1) * steps * config.batch_size
                 * (2 if semi and data.unlabeled is not None else 1))
     for epoch in range(start_epoch, config.epochs + 1):
         net.train()
-        rng = np.random.default_rng([config.seed, epoch])
-        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        torch.manual_seed(config.seed * 100_003 + epoch)   # dropout in the jigsaw classifier
+        # each rank its own stream (seed, epoch, rank); one process: (seed, epoch) as always
+        rng = np.random.default_rng([config.seed, epoch, *ranks.seed_parts()])
+        task_seed = config.seed * 100_003 + epoch + 7_919 * ranks.rank
+        gen = torch.Generator().manual_seed(task_seed)
+        torch.manual_seed(task_seed)   # dropout in the jigsaw classifier
         unlabeled = data.unlabeled if semi else None
+        drawn = []   # the first labeled windows of the epoch (history: ranks draw disjoint tiles)
 
         def produce(_step):
-            tiles = [data.labeled.sample(rng) for _ in range(config.batch_size)]
+            tiles = [data.labeled.sample(rng) for _ in range(local)]
+            if len(drawn) < WINDOWS_RECORDED:
+                drawn.extend(list(t.window) for t in tiles)
             if unlabeled is not None:
-                tiles += [unlabeled.sample(rng) for _ in range(config.batch_size)]
+                tiles += [unlabeled.sample(rng) for _ in range(local)]
             return (np.stack([t.image for t in tiles]), np.stack([t.label for t in tiles]),
                     np.stack([t.valid for t in tiles])[:, None])
 
@@ -255,7 +277,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
                 raise TrainingCancelled(_cancel_message(epoch, last_checkpoint))
             batch = [torch.from_numpy(a) for a in (images, labels, valid)]
             parts = train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device,
-                               use_amp, micro, reporter)
+                               use_amp, micro, reporter, ranks)
             loss = parts["loss"]
             if not math.isfinite(loss):
                 raise NonFiniteLossError(_nan_message(epoch, step, parts, balance, task,
@@ -263,9 +285,9 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
             for k in ("supervised", "auxiliary", "correct", "labelled"):
                 totals[k] += parts[k]
             totals["loss"] += loss
-            seen += images.shape[0]
+            seen += images.shape[0] * ranks.world
             reporter.progress(((epoch - 1) + (step + 1) / steps) / config.epochs)
-            clock.step(images.shape[0])
+            clock.step(images.shape[0] * ranks.world)
         seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch,
@@ -279,6 +301,8 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
             **balance.epoch_metrics(),
             **(task.epoch_metrics() if semi else {}),
         }
+        if ranks.active:
+            record.update(ranks=ranks.world, windows_by_rank=ranks.gather(drawn[:WINDOWS_RECORDED]))
         history.append(record)
         reporter.info(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f} "
                       f"(supervised {record['supervised']:.4f}, auxiliary {record['auxiliary']:.4f}, "
@@ -288,11 +312,21 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
         checkpoint = {"epoch": epoch, "optimizer": optimizer.state_dict(),
                       "scaler": scaler.state_dict() if use_amp else {},
                       "balance": balance.state_dict(), "task": task.state_dict()}
-        save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
+        if ranks.main:
+            save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
+        ranks.barrier()   # every rank can resume from it once it is written
         last_checkpoint = (checkpoint_path, epoch)
         clock.epoch_done(epoch, config.epochs)
+    if not ranks.main:
+        return None
     # Checkpoints keep the raw running statistics (exact resume); the final model gets
-    # statistics recomputed with its final weights.
+    # statistics recomputed with its final weights (on rank 0 alone, in a plain network:
+    # SyncBatchNorm would wait for the other ranks).
+    if ranks.active:
+        state_dict = net.state_dict()
+        net = BerundaNetLate(bands, len(data.classes.values), config.encoder,
+                             arch["aux_channels"], arch["aux_classes"]).to(device)
+        net.load_state_dict(state_dict)
     recalibrate_batch_norm(net, data, config, semi, device, forward_batch=micro[0])
     save_model(output_path, ModelPackage(metadata(), net.state_dict()))
     reporter.info(f"Model written to {output_path} (checkpoint for RESUME: {checkpoint_path})")
