@@ -136,6 +136,10 @@ def parse_args(argv=None):
     p.add_argument("--val-scenes", help="held-out scenes, e.g. 7-8")
     p.add_argument("--val-parts", help="parts of each held-out scene scored, e.g. 1-9")
     p.add_argument("--val-crop", type=int, help="score a centred N×N window of each validation image (0 = whole)")
+    p.add_argument("--unlabeled-validation", action="store_true",
+                   help="transductive: the held-out images (whole, labels unused) are unlabeled "
+                        "images too, as when an operator classifies the rasters they gave as "
+                        "unlabeled")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--keep-models", action="store_true", help="keep every model in <out>/models")
@@ -263,6 +267,8 @@ def main(argv=None):
     apply_variants(args)
     args.lambdas = args.lambdas or ["paper"]
     labeled, unlabeled, validation = split(args)
+    if args.unlabeled_validation:
+        unlabeled = unlabeled + [i for i, _ in validation]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.val_crop:
         folder = args.out / "validation"

@@ -131,13 +131,10 @@ def mix(t: torch.Tensor, partner: torch.Tensor, box: torch.Tensor) -> torch.Tens
     return torch.where(inside.to(t.device), t[partner.to(t.device)], t)
 
 
-def pseudo_labels(logits: torch.Tensor, valid: torch.Tensor, confidence):
+def pseudo_labels(logits: torch.Tensor, valid: torch.Tensor, confidence: float):
     """(labels, keep): argmax class where the top soft-max probability is ≥ ``confidence``
-    (a number, or a (C,) tensor: one threshold per predicted class) on a valid pixel,
-    IGNORE_INDEX elsewhere.  logits (n,C,H,W), valid (n,1,H,W)."""
+    on a valid pixel, IGNORE_INDEX elsewhere.  logits (n,C,H,W), valid (n,1,H,W)."""
     prob, cls = torch.softmax(logits.float(), dim=1).max(dim=1)
-    if torch.is_tensor(confidence):
-        confidence = confidence.to(prob)[cls]
     keep = (prob >= confidence) & (valid[:, 0] > 0)
     return torch.where(keep, cls, torch.full_like(cls, IGNORE_INDEX)), keep
 
@@ -166,10 +163,6 @@ class ConsistencyTask(AuxiliaryTask):
     # Tuning knobs for the benchmarks (bench/paper.py --variant); not user parameters.
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
-    labeled_strong = False   # strong views of the labeled tiles too, against their labels
-    threshold = "fixed"      # or "adaptive": FreeMatch's self-adaptive class thresholds
-    align = False            # distribution alignment: p_c / EMA(p_c) before argmax/threshold
-    THRESHOLD_MOMENTUM = 0.99
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
         self.confidence = number("confidence", confidence, 0.0, 1.0)
@@ -179,8 +172,6 @@ class ConsistencyTask(AuxiliaryTask):
         self.steps = 0           # EMA updates so far
         self._confident = 0.0
         self._seen = 0.0
-        self._level = None       # adaptive threshold: EMA of the mean top probability
-        self._classes = None     # ... and of the mean probability of each class
 
     def hparams(self):
         return {"confidence": self.confidence, "ema_decay": self.ema_decay}
@@ -190,27 +181,22 @@ class ConsistencyTask(AuxiliaryTask):
         n, _, h, w = images.shape
         u = unlabeled_rows(labels)
         extra = {"unlabeled": u}
-        if not u.any():
-            return PreparedBatch(images, images, labels, valid, extra)
-        # CutMix partners come from the same group (unlabeled with unlabeled)
-        groups = [u, ~u] if self.labeled_strong else [u]
-        strong = torch.zeros_like(images)
-        box = torch.zeros(n, 1, h, w)
-        partner = torch.arange(n)
-        for group in groups:
-            idx = group.nonzero()[:, 0]
-            k = len(idx)
-            if not k:
-                continue
-            strong[idx] = photometric(images[idx], valid[idx], generator, self.strength)
+        idx = u.nonzero()[:, 0]
+        k = len(idx)
+        if k:
+            strong = photometric(images[idx], valid[idx], generator, self.strength)
             order = torch.randperm(k, generator=generator)
-            local = torch.empty(k, dtype=torch.long)
-            local[order] = order.roll(-1)        # a different tile when there are several
-            box[idx] = cutmix_boxes(k, h, w, generator, self.cutmix_p)
-            partner[idx] = idx[local]
-        extra.update(strong=mix(strong, partner, box), strong_valid=mix(valid, partner, box),
-                     strong_rows=u | (~u if self.labeled_strong else u),
-                     box=box, partner=partner)
+            partner = torch.empty(k, dtype=torch.long)
+            partner[order] = order.roll(-1)      # a different tile when there are several
+            box = cutmix_boxes(k, h, w, generator, self.cutmix_p)
+            full_box = torch.zeros(n, 1, h, w)
+            full_box[idx] = box
+            full_partner = torch.arange(n)
+            full_partner[idx] = idx[partner]
+            extra.update(strong=mix(torch.zeros_like(images).index_copy(0, idx, strong),
+                                    full_partner, full_box),
+                         strong_valid=mix(valid, full_partner, full_box),
+                         box=full_box, partner=full_partner)
         return PreparedBatch(images, images, labels, valid, extra)
 
     # -- once per step, no gradient: pseudo-labels ---------------------------------------------
@@ -224,45 +210,19 @@ class ConsistencyTask(AuxiliaryTask):
         with torch.no_grad(), batch_statistics(teacher):
             for part in idx.split(chunk or len(idx)):
                 logits.append(teacher(batch.inputs[part].to(device)).seg.float().cpu())
-        logits = torch.cat(logits)
-        thresholds = self._thresholds(logits, batch.valid[idx])
-        if self.align:   # ReMixMatch's distribution alignment towards uniform classes
-            prior = self._classes / self._classes.sum()
-            logits = torch.log_softmax(logits.float(), dim=1) - prior.log().view(1, -1, 1, 1)
-        labels_u, keep = pseudo_labels(logits, batch.valid[idx], thresholds)
+        labels_u, keep = pseudo_labels(torch.cat(logits), batch.valid[idx], self.confidence)
         n = batch.inputs.shape[0]
         pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
         pseudo[idx] = labels_u
         valid_fp = float(batch.valid[idx].sum())
-        valid_strong = float(batch.extra["strong_valid"][batch.extra["strong_rows"]].sum())
+        valid_strong = float(batch.extra["strong_valid"][idx].sum())
         self._confident += float(keep.sum())
         self._seen += valid_fp
         # Lu of a micro-batch of r tiles = sum * norm / r  ->  over the step: sum / (valid pixels)
         norm = torch.tensor([n / max(valid_strong, 1.0), n / max(valid_fp, 1.0)])
-        # strong-view targets: pseudo-labels, or the labels of labeled tiles (labeled_strong)
-        target = torch.where(u[:, None, None], pseudo, batch.labels)
         batch.extra.update(pseudo=pseudo,
-                           pseudo_mix=mix(target, batch.extra["partner"], batch.extra["box"]),
+                           pseudo_mix=mix(pseudo, batch.extra["partner"], batch.extra["box"]),
                            norm=norm.expand(n, 2).clone())
-
-    def _thresholds(self, logits, valid):
-        """τ, or (threshold="adaptive", FreeMatch, Wang et al. ICLR 2023) per class
-        min(τ, level · p_c / max p) with level = EMA of the mean top probability and p_c the
-        EMA of the mean probability of class c over valid unlabeled pixels: it starts at 1/C
-        and rises with the network's confidence; rare classes get a lower threshold."""
-        if self.threshold != "adaptive" and not self.align:
-            return self.confidence
-        prob = torch.softmax(logits.float(), dim=1).permute(1, 0, 2, 3)[:, valid[:, 0] > 0]
-        c = prob.shape[0]
-        if self._level is None:
-            self._level, self._classes = 1.0 / c, torch.full((c,), 1.0 / c)
-        if prob.shape[1]:
-            m = self.THRESHOLD_MOMENTUM
-            self._level = m * self._level + (1 - m) * float(prob.max(dim=0).values.mean())
-            self._classes = m * self._classes + (1 - m) * prob.mean(dim=1)
-        if self.threshold != "adaptive":
-            return self.confidence
-        return (self._level * self._classes / self._classes.max()).clamp(max=self.confidence)
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
     def forward(self, net, batch):
@@ -270,8 +230,7 @@ class ConsistencyTask(AuxiliaryTask):
         if u is None or "pseudo" not in batch.extra or not net.training or not bool(u.any()):
             return net(batch.inputs)
         m = batch.inputs.shape[0]
-        s = batch.extra["strong_rows"]
-        features = net.encode(torch.cat([batch.inputs, batch.extra["strong"][s]]))
+        features = net.encode(torch.cat([batch.inputs, batch.extra["strong"][u]]))
         out = net.heads(features, net.decode(features))
         weak = [f[:m][u] for f in features]
         perturbed = [weak[0]] + [F.dropout2d(f, FP_DROPOUT, training=True) for f in weak[1:]]
@@ -284,12 +243,12 @@ class ConsistencyTask(AuxiliaryTask):
         extra = out.extra or {}
         if "strong" not in extra:
             return out.seg.new_zeros((), dtype=torch.float32)
-        u, s = batch.extra["unlabeled"], batch.extra["strong_rows"]
+        u = batch.extra["unlabeled"]
         norm = batch.extra["norm"][u][0]
         rows = batch.inputs.shape[0]
         ce = lambda logits, target: F.cross_entropy(  # noqa: E731
             logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-        strong = ce(extra["strong"], batch.extra["pseudo_mix"][s]) * norm[0] / rows
+        strong = ce(extra["strong"], batch.extra["pseudo_mix"][u]) * norm[0] / rows
         perturbed = ce(extra["fp"], batch.extra["pseudo"][u]) * norm[1] / rows
         return 0.5 * (strong + perturbed)
 
@@ -321,19 +280,13 @@ class ConsistencyTask(AuxiliaryTask):
         return {"confident_share": confident / seen} if seen else {}
 
     def state_dict(self):
-        state = {}
-        if self._level is not None:
-            state["threshold"] = {"level": self._level, "classes": self._classes.clone()}
         if self.teacher is None and self._pending_teacher is None:
-            return state
+            return {}
         weights = self.teacher.state_dict() if self.teacher is not None else self._pending_teacher
-        return {**state, "teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
+        return {"teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
                 "steps": self.steps}
 
     def load_state_dict(self, state):
-        if state.get("threshold") is not None:
-            self._level = float(state["threshold"]["level"])
-            self._classes = state["threshold"]["classes"].clone()
         if state.get("teacher") is not None:
             self._pending_teacher = state["teacher"]
             self.teacher = None
