@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=os.environ.get("BERUNDA_DATA",
                                                     str(REPO.parent / "shared" / "data" / "dubai")))
     p.add_argument("--out", default=None, help="output folder (default out/paper-full, or out/paper-cpu with --preset cpu)")
-    p.add_argument("--tasks", nargs="+", choices=ALL_TASKS, help="auxiliary tasks (supervised always runs)")
+    p.add_argument("--tasks", nargs="+", choices=["none"] + ALL_TASKS,
+                   help="auxiliary tasks (supervised always runs; 'none' alone = only supervised)")
     p.add_argument("--lambdas", type=float, nargs="+", help="λ values for every task (default: paper's per task)")
     p.add_argument("--seeds", type=int, help="runs per configuration (paper: 4)")
     p.add_argument("--first-seed", type=int, default=0)
@@ -81,6 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, help="labeled tiles per step (+ as many unlabeled)")
     p.add_argument("--encoder", help="smp encoder, random init (default resnet34)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
+    p.add_argument("--supervised-loss", choices=["ce", "weighted_ce", "ce_dice"],
+                   help="SUPERVISED_LOSS of every run (paper: ce, cross-entropy)")
     p.add_argument("--clusters", type=int, help="K of kmeans / mumford_shah (paper: 10)")
     p.add_argument("--alpha", type=float, help="α of kmeans / mumford_shah (paper: 1)")
     p.add_argument("--mask-size", type=int, help="inpainting square c (paper: 80 on 320 px)")
@@ -223,9 +226,10 @@ def main(argv=None):
         mask_size=args.mask_size, permutations=args.permutations, encoder=args.encoder,
         tile_size=args.tile, batch_size=args.batch, epochs=args.epochs,
         samples_per_epoch=args.samples, learning_rate=args.lr, device=device.type,
+        **({"supervised_loss": args.supervised_loss} if args.supervised_loss else {}),
         seed=args.first_seed, augment=not args.no_augment)
     env = machine(device)
-    runs = (1 + len(args.tasks) * len(args.lambdas or [None])) * args.seeds
+    runs = (1 + len([t for t in args.tasks if t != "none"]) * len(args.lambdas or [None])) * args.seeds
     print(f"Berunda paper bench, preset {args.preset}, on {env.get('gpu', env['cpu'])} ({device}):\n"
           f"  labeled {len(labeled)}, unlabeled {len(unlabeled)}, validation {len(validation)} "
           f"images{f' (centred {args.val_crop}-px crops)' if args.val_crop else ''}\n"

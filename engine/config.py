@@ -28,6 +28,7 @@ class TrainingConfig:
     epochs: int = 50
     samples_per_epoch: int = 5000        # N labeled (+ N unlabeled) tiles per pseudo-epoch
     learning_rate: float = 1e-4
+    supervised_loss: str = "ce"          # models/losses.py: ce, weighted_ce, ce_dice
     device: str = "auto"
     seed: int = 0
     augment: bool = True                 # random flips and 90° rotations

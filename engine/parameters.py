@@ -20,6 +20,8 @@ PAPER_LAMBDA = {"none": 0.0, "l1": 0.5, "l2": 5.0, "kmeans": 1.0, "mumford_shah"
                 "inpainting": 5.0, "jigsaw": 0.5}
 DEVICES = ["auto", "cuda", "cpu"]
 PROBABILITY_TYPES = ["float32", "uint8"]
+# Supervised losses (ids of models/losses.py FACTORIES; a test keeps them equal).
+SUPERVISED_LOSSES = ["ce", "weighted_ce", "ce_dice"]
 
 #: kinds of parameter; each maps onto one QGIS parameter class and one argparse type
 KINDS = ("rasters", "raster", "polygons", "field", "enum", "int", "float", "bool", "string",
@@ -140,6 +142,11 @@ NETWORK_PARAMS: List[Param] = [
     Param("SAMPLES_PER_EPOCH", "int", "Labeled tiles per epoch",
           "labeled tiles drawn per pseudo-epoch (paper: 5000).", default=5000, advanced=True,
           minimum=1),
+    Param("SUPERVISED_LOSS", "enum", "Supervised loss",
+          "ce = cross-entropy (the paper); weighted_ce = cross-entropy with median-frequency "
+          "class weights from the label pixel counts (rare classes such as roads or water weigh "
+          "more, at most 10×); ce_dice = cross-entropy + Dice loss.", default="ce",
+          advanced=True, choices=tuple(SUPERVISED_LOSSES)),
     Param("LEARNING_RATE", "float", "Learning rate", "Adam learning rate (paper: 1e-4).",
           default=1e-4, advanced=True, minimum=0.0),
     Param("DEVICE", "enum", "Device",

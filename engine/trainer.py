@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..models import IGNORE_INDEX
-from ..models.losses import supervised_loss
+from ..models.losses import FACTORIES as SUPERVISED_LOSS_FACTORIES, make_supervised_loss
 from ..models.network import BerundaNetLate, describe_network
 from ..models.tasks import TASKS, get_task
 from .batchnorm import recalibrate_batch_norm
@@ -77,6 +77,9 @@ def validate_config(config: TrainingConfig) -> None:
         (config.lam is None or (config.lam >= 0 and math.isfinite(config.lam)),
          f"LAMBDA must be >= 0 (got {config.lam}); 0 trains the supervised baseline."),
         (0 <= config.max_invalid_fraction < 1, "max_invalid_fraction must be in [0, 1)."),
+        (config.supervised_loss in SUPERVISED_LOSS_FACTORIES,
+         f"SUPERVISED_LOSS {config.supervised_loss!r} is unknown; choose one of "
+         f"{', '.join(SUPERVISED_LOSS_FACTORIES)}."),
     ]
     # Hyper-parameters are checked only for the task that uses them.
     accepted = inspect.signature(TASKS[config.aux_task]).parameters if config.aux_task in TASKS else {}
@@ -155,6 +158,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
     net = BerundaNetLate(bands, len(data.classes.values), config.encoder, arch["aux_channels"],
                          arch["aux_classes"], encoder_weights=config.encoder_weights).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    criterion = make_supervised_loss(config.supervised_loss, data.classes.pixel_counts)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if state is not None:
@@ -210,8 +214,8 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             if reporter.cancelled():
                 raise TrainingCancelled(_cancel_message(epoch, last_checkpoint))
             batch = [torch.from_numpy(a) for a in (images, labels, valid)]
-            parts = _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp,
-                          micro, reporter)
+            parts = _step(net, optimizer, scaler, criterion, task, lam, semi, batch, gen,
+                          device, use_amp, micro, reporter)
             loss = parts["supervised"] + lam * parts["auxiliary"]
             if not math.isfinite(loss):
                 raise NonFiniteLossError(_nan_message(epoch, step, parts, lam, task, last_checkpoint))
@@ -248,7 +252,8 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
     return TrainingResult(output_path, checkpoint_path, history)
 
 
-def _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp, micro, reporter):
+def _step(net, optimizer, scaler, criterion, task, lam, semi, batch, gen, device, use_amp, micro,
+          reporter):
     """One optimizer step over the batch, split into micro-batches if CUDA memory ran out."""
     images, labels, valid = batch
     n = images.shape[0]
@@ -267,14 +272,14 @@ def _step(net, optimizer, scaler, task, lam, semi, batch, gen, device, use_amp, 
                     if semi:
                         chunk = _slice_prepared(prepared, sl, device)
                         out = net(chunk.inputs)
-                        ls = supervised_loss(out.seg, chunk.labels)
+                        ls = criterion(out.seg, chunk.labels)
                         lu = task.loss(out, chunk).float()
                         chunk_labels = chunk.labels
                     else:
                         x = images[sl].to(device, non_blocking=True)
                         chunk_labels = labels[sl].to(device, non_blocking=True)
                         out = net(x)
-                        ls = supervised_loss(out.seg, chunk_labels)
+                        ls = criterion(out.seg, chunk_labels)
                         lu = torch.zeros((), device=device)
                 loss = (ls + lam * lu) * share
                 scaler.scale(loss).backward()
