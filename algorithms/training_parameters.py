@@ -7,7 +7,9 @@ import dataclasses
 from qgis.core import QgsProcessingException
 
 from ..engine.config import TrainingConfig
+from ..engine.errors import BerundaError
 from ..engine.parameters import DEVICES, PAPER_LAMBDA, TASK_IDS, help_text, training_params  # noqa: F401
+from ..engine.parameters import parse_band_list
 from .parameter_factory import add_parameters, values_of
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)}
@@ -46,6 +48,10 @@ def training_config(alg, parameters, context, feedback, task: str = None, lam=No
         if p.key in _CONFIG_FIELDS and p.id in values:
             fields[p.key] = values[p.id]
     fields["encoder"] = (fields.get("encoder") or "").strip() or "resnet34"
+    try:
+        fields["bands"] = parse_band_list(fields.get("bands"))
+    except BerundaError as exc:
+        raise QgsProcessingException(str(exc)) from None
     if task is not None:
         fields.update(aux_task=task, lam=lam)
     return TrainingConfig(**fields)

@@ -7,7 +7,7 @@ import os
 import tempfile
 
 from ..engine.errors import InvalidParameterError, OutputError
-from ..engine.parameters import CLASSIFY, COMPARE_EXTRA, EVALUATE
+from ..engine.parameters import CLASSIFY, COMPARE_EXTRA, EVALUATE, parse_band_list
 from .options import values
 
 
@@ -77,12 +77,13 @@ def classify(args, reporter) -> dict:
         if path and not path.lower().endswith((".tif", ".tiff")):
             raise OutputError(f"{name}: Berunda writes GeoTIFF; give a .tif file name instead of "
                               f"{path}.")
+    bands = parse_band_list(v["BANDS"])
     model = load_model(v["MODEL"])
     result = classify_raster(
         v["INPUT"], model, v["OUTPUT"], tile_size=v["TILE_SIZE"] or None,
         overlap=_overlap(v["OVERLAP"]), batch_size=v["BATCH_SIZE"], device=v["DEVICE"],
         probabilities_path=v["OUTPUT_PROBABILITIES"], probabilities_dtype=v["PROBABILITY_TYPE"],
-        confidence_path=v["OUTPUT_CONFIDENCE"], reporter=reporter)
+        confidence_path=v["OUTPUT_CONFIDENCE"], reporter=reporter, bands=bands or None)
     outputs = {"OUTPUT": result.output, "CLASSES": model.metadata["classes"]}
     if v["OUTPUT_PROBABILITIES"]:
         outputs["OUTPUT_PROBABILITIES"] = result.probabilities

@@ -15,6 +15,7 @@ class TrainingConfig:
     label_layer: Optional[str] = None
     class_field: Optional[str] = None
     unlabeled_images: List[str] = field(default_factory=list)
+    bands: List[int] = field(default_factory=list)   # 1-based bands used; empty = all but alpha
     aux_task: str = "kmeans"
     lam: Optional[float] = None          # None: the task's paper default (SPEC.md)
     alpha: float = 1.0                   # kmeans / mumford_shah regulariser weight

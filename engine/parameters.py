@@ -101,6 +101,12 @@ _CLASS_FIELD = Param("CLASS_FIELD", "field", "Class field of the label polygons"
                      optional=True, parent="LABEL_POLYGONS")
 _UNLABELED = Param("UNLABELED_IMAGES", "rasters", "Unannotated images",
                    "unannotated rasters used by the auxiliary task.", optional=True)
+_BANDS = Param("BANDS", "string", "Bands to use (e.g. 1,2,3; empty = all but alpha)",
+               "1-based band numbers of the images to train on, comma-separated (e.g. 1,2,3 "
+               "for the RGB of an RGBN image); empty = every band except an alpha band. An "
+               "alpha band or a GDAL mask band marks the valid pixels, never data. Stored in the "
+               "model: classify reads the same bands.", default="", optional=True,
+               advanced=True)
 AUX_TASK = Param("AUX_TASK", "enum", "Auxiliary task",
                  "none (supervised baseline), l1 / l2 (reconstruction), kmeans (relaxed k-means "
                  "segmentation), mumford_shah (Mumford–Shah segmentation), inpainting (context "
@@ -168,7 +174,7 @@ VALIDATION_LABELS = Param("VALIDATION_LABELS", "rasters", "Validation label rast
 def training_params(single_task: bool = True) -> List[Param]:
     """The parameters berunda:train and berunda:compare share, in dialog order."""
     task = [AUX_TASK, LAMBDA] if single_task else []
-    return [_LABELED, _LABELS, _POLYGONS, _CLASS_FIELD, _UNLABELED, *task, *TASK_PARAMS,
+    return [_LABELED, _LABELS, _POLYGONS, _CLASS_FIELD, _UNLABELED, _BANDS, *task, *TASK_PARAMS,
             *NETWORK_PARAMS]
 
 
@@ -218,6 +224,11 @@ CLASSIFY: List[Param] = [
     Param("INPUT", "raster", "Input raster",
           "raster with the same bands (order, data type family) as the training images."),
     Param("MODEL", "file", "Berunda model", "a Berunda model file (.pt).", extension="pt"),
+    Param("BANDS", "string", "Bands of the input (empty = the model's)",
+          "1-based band numbers of INPUT to feed the model, comma-separated, as many as the "
+          "model was trained on; empty = the bands the model was trained on (its BANDS). An "
+          "alpha band or GDAL mask band marks the valid pixels.", default="", optional=True,
+          advanced=True),
     Param("TILE_SIZE", "int", "Tile size (empty = model's)",
           "tile side in pixels, multiple of 32; empty or 0 = the model's training tile size "
           "(larger tiles are faster on a GPU).", optional=True, advanced=True, minimum=0),
@@ -259,6 +270,36 @@ EVALUATE: List[Param] = [
           "the confusion matrix and per-class scores as CSV.", optional=True,
           extension="CSV files (*.csv)", create_by_default=False),
 ]
+
+
+def parse_band_list(text, name: str = "BANDS") -> List[int]:
+    """'1, 2,3' -> [1, 2, 3]; '' / None -> [] (the default bands).  A list passes through."""
+    from .errors import InvalidParameterError
+
+    if text is None:
+        return []
+    parts = text if isinstance(text, (list, tuple)) else \
+        [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        bands = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{name} {text!r} is not a list of band numbers; give "
+                                    "1-based band numbers separated by commas, e.g. 1,2,3.") from None
+    check_band_list(bands, name)
+    return bands
+
+
+def check_band_list(bands, name: str = "BANDS") -> None:
+    from .errors import InvalidParameterError
+
+    if not isinstance(bands, (list, tuple)) or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in bands):
+        raise InvalidParameterError(f"{name} must be a list of band numbers (got {bands!r}).")
+    if any(b < 1 for b in bands):
+        raise InvalidParameterError(f"{name} {', '.join(map(str, bands))}: bands are numbered "
+                                    "from 1.")
+    if len(set(bands)) != len(bands):
+        raise InvalidParameterError(f"{name} {', '.join(map(str, bands))} lists a band twice.")
 
 
 def by_id(params: Sequence[Param]) -> Dict[str, Param]:

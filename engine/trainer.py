@@ -25,6 +25,7 @@ from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
+from .parameters import check_band_list
 from .labels import ClassInfo, burnt_polygon_labels
 from .model_file import ModelPackage, load_model, save_model
 from .paths import checkpoint_path_for
@@ -97,6 +98,7 @@ def validate_config(config: TrainingConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise InvalidParameterError(message)
+    check_band_list(config.bands)
 
 
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
@@ -171,6 +173,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
         return {
             "architecture": arch,
             "bands": data.bands,
+            "grid": data.grid,
             "normalization": data.stats,
             "classes": data.classes.to_metadata(),
             "tile_size": config.tile_size,
