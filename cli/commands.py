@@ -27,13 +27,15 @@ def train(args, reporter) -> dict:
     outputs = {}
     if args.export_job:
         if prepared is None:
+            from ..engine.label_grid import labels_on_image_grids
             from ..engine.labels import burnt_polygon_labels
             from ..engine.trainer import validate_config
             from ..engine.training_data import prepare_job_data
 
             validate_config(config)
-            with burnt_polygon_labels(config, reporter) as burnt:
-                prepared = prepare_job_data(burnt, reporter)
+            with burnt_polygon_labels(config, reporter) as burnt, \
+                    labels_on_image_grids(burnt, reporter) as aligned:
+                prepared = prepare_job_data(aligned, reporter)
         write_job(args.export_job, config, prepared)
         reporter.info(f"Training job written to {args.export_job}")
         outputs["EXPORT_JOB"] = args.export_job

@@ -20,6 +20,10 @@ PAPER_LAMBDA = {"none": 0.0, "l1": 0.5, "l2": 5.0, "kmeans": 1.0, "mumford_shah"
                 "inpainting": 5.0, "jigsaw": 0.5}
 DEVICES = ["auto", "cuda", "cpu"]
 PROBABILITY_TYPES = ["float32", "uint8"]
+# Encoders offered in the dialog (any smp encoder name is accepted; engine/encoders.py checks).
+COMMON_ENCODERS = ["resnet34", "resnet18", "resnet50", "resnext50_32x4d", "efficientnet-b0",
+                   "efficientnet-b2", "efficientnet-b4", "mobilenet_v2", "densenet121",
+                   "tu-convnext_tiny"]
 # Supervised losses (ids of models/losses.py FACTORIES; a test keeps them equal).
 SUPERVISED_LOSSES = ["ce", "weighted_ce", "ce_dice"]
 
@@ -40,6 +44,7 @@ class Param:
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     choices: Tuple[str, ...] = ()
+    hints: Tuple[str, ...] = ()   # string: values the dialog offers (any value is accepted)
     multiple: bool = False        # enum: several choices
     extension: str = ""           # file: expected extension; file_out: file filter
     parent: str = ""              # field: the polygon parameter it belongs to
@@ -134,8 +139,11 @@ TASK_PARAMS: List[Param] = [
 
 NETWORK_PARAMS: List[Param] = [
     Param("ENCODER", "string", "Encoder",
-          "any segmentation-models-pytorch encoder (resnet34, resnet18, efficientnet-b0…); "
-          "random initial weights (nothing is downloaded).", default="resnet34", advanced=True),
+          "a segmentation-models-pytorch encoder, with random initial weights (nothing is "
+          "downloaded). The dialog offers the common ones (" + ", ".join(COMMON_ENCODERS) +
+          "); headless (qgis_process, the command line, a training job) any smp encoder name "
+          "is accepted, timm models as tu-<name>. A misspelt name is refused with the closest "
+          "names.", default="resnet34", advanced=True, hints=tuple(COMMON_ENCODERS)),
     Param("TILE_SIZE", "int", "Tile size (pixels, multiple of 32)",
           "training tile side in pixels, multiple of 32 (paper: 320).", default=320,
           advanced=True, minimum=32),

@@ -114,8 +114,8 @@ def same_crs(a: RasterInfo, b: RasterInfo) -> bool:
     return CRS.from_wkt(a.crs) == CRS.from_wkt(b.crs)
 
 
-def check_same_grid(reference: RasterInfo, other: RasterInfo, what: str = "label raster") -> None:
-    """Refuse (never resample) rasters that are not pixel-aligned with ``reference``."""
+def grid_differences(reference: RasterInfo, other: RasterInfo) -> List[str]:
+    """How ``other`` is off the pixel grid of ``reference`` (empty when aligned)."""
     problems = []
     if (reference.width, reference.height) != (other.width, other.height):
         problems.append(f"size {other.width}x{other.height} vs {reference.width}x{reference.height}")
@@ -124,6 +124,12 @@ def check_same_grid(reference: RasterInfo, other: RasterInfo, what: str = "label
         problems.append("different origin or pixel size")
     if not same_crs(reference, other):
         problems.append("different CRS")
+    return problems
+
+
+def check_same_grid(reference: RasterInfo, other: RasterInfo, what: str = "label raster") -> None:
+    """Refuse (never resample) rasters that are not pixel-aligned with ``reference``."""
+    problems = grid_differences(reference, other)
     if problems:
         raise RasterError(
             f"The {what} {other.path} is not on the grid of {reference.path} "

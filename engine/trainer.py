@@ -24,8 +24,10 @@ from ..models.tasks import TASKS, get_task
 from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
+from .encoders import check_encoder
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
 from .parameters import check_band_list
+from .label_grid import labels_on_image_grids
 from .labels import ClassInfo, burnt_polygon_labels
 from .model_file import ModelPackage, load_model, save_model
 from .paths import checkpoint_path_for
@@ -66,6 +68,7 @@ def effective_lambda(config: TrainingConfig, task) -> float:
 
 
 def validate_config(config: TrainingConfig) -> None:
+    check_encoder(config.encoder)
     checks = [
         (config.tile_size >= 32 and config.tile_size % 32 == 0,
          f"TILE_SIZE {config.tile_size} must be a positive multiple of 32 (the U-Net halves it "
@@ -107,7 +110,9 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     normalisation statistics) is used instead of recomputing them from the rasters."""
     outer = reporter or Reporter()
     validate_config(config)
-    with burnt_polygon_labels(config, outer) as config:
+    _check_output(output_path, config)   # against the inputs as given, before any copy
+    with burnt_polygon_labels(config, outer) as config, \
+            labels_on_image_grids(config, outer) as config:
         return _train(config, output_path, outer, resume, prepared)
 
 
