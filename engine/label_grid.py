@@ -49,6 +49,7 @@ def labels_on_image_grids(config, reporter: Reporter):
                               f"({'; '.join(problems)}): resampled onto the image's grid "
                               "(nearest neighbour, class values kept).")
                 out.append(target)
+            out += list(labels)[len(out):]   # unpaired labels: describe_bands refuses them
             if out != list(labels):
                 replaced[what.lower()] = out
         if not replaced:
@@ -108,29 +109,28 @@ def resample_labels(label_path: str, image: RasterInfo, out_path: str) -> str:
         profile = dict(driver="GTiff", width=image.width, height=image.height, count=1,
                        dtype=dtype, crs=crs, transform=Affine(*image.transform), nodata=nodata,
                        tiled=True, compress="deflate")
+        try:
+            colours = src.colormap(1)
+        except ValueError:
+            colours = None   # no colour table
         with rasterio.open(out_path, "w", **profile) as dst:
             reproject(rasterio.band(src, 1), rasterio.band(dst, 1),
                       src_nodata=label_nodata(src), dst_nodata=nodata,
                       resampling=Resampling.nearest)
-    _copy_class_legend(label_path, out_path)
+            if colours and dtype in ("uint8", "uint16"):   # GeoTIFF colour tables: 8/16 bit
+                dst.write_colormap(1, colours)
+    _copy_category_names(label_path, out_path)
     return out_path
 
 
-def _copy_class_legend(src_path: str, dst_path: str) -> None:
-    """Colour table and GDAL category names, which name and colour the classes."""
-    from osgeo import gdal
+def _copy_category_names(src_path: str, dst_path: str) -> None:
+    """GDAL category names (they name the classes; PAM metadata in the .aux.xml)."""
+    from .categories import read_category_names
 
-    src = gdal.Open(src_path, gdal.GA_ReadOnly)
-    band = src.GetRasterBand(1)
-    band.GetMetadata()   # loads the PAM .aux.xml (category names)
-    table, names = band.GetColorTable(), band.GetCategoryNames()
-    src = None
-    if table is None and not names:
-        return
-    dst = gdal.Open(dst_path, gdal.GA_Update)
-    out = dst.GetRasterBand(1)
-    if table is not None and out.DataType in (gdal.GDT_Byte, gdal.GDT_UInt16):
-        out.SetColorTable(table)
+    names = read_category_names(src_path)
     if names:
-        out.SetCategoryNames(list(names))
-    dst = None
+        from osgeo import gdal
+
+        dst = gdal.Open(dst_path, gdal.GA_ReadOnly)   # PAM: the TIFF itself is not written
+        dst.GetRasterBand(1).SetCategoryNames(list(names))
+        dst = None

@@ -8,8 +8,12 @@ and what rasterio's ``dataset_mask()`` computes), for the bands a model uses:
 1. a per-dataset mask (an internal or ``.msk`` mask band) or an **alpha band**: the pixel
    is valid where the mask / alpha is not 0;
 2. else **nodata**: the pixel is invalid only where **every** used band equals its band's
-   nodata value (a dark red (0, 0, 120) pixel of an RGB image with nodata 0 is data);
+   nodata value (a dark red (120, 0, 0) pixel of an RGB image with nodata 0 is data);
 3. else every pixel is valid.
+
+GDAL applies an alpha band by itself only to 2- and 4-band rasters (gray + alpha, RGBA);
+Berunda also takes an alpha band of other rasters (e.g. RGBN + alpha) as their mask, when
+no nodata value is set.
 
 On top of GDAL's rule, a pixel with NaN or ±inf in any used band is invalid (the network
 cannot take it), and so is everything outside the raster.  Training windows,
@@ -205,7 +209,7 @@ def read_pixels(ds, bands: Sequence[int], row: int, col: int, height: int, width
     """(data, valid) of ``bands`` (1-based) in a window that may stick out of the raster:
     data (len(bands), height, width) in the raster's dtype, ``fill`` outside; valid
     (height, width) by the module's mask rule (False outside the raster)."""
-    from rasterio.enums import MaskFlags
+    from rasterio.enums import ColorInterp, MaskFlags
     from rasterio.windows import Window
 
     bands = [int(b) for b in bands]
@@ -219,20 +223,25 @@ def read_pixels(ds, bands: Sequence[int], row: int, col: int, height: int, width
     inner = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
     raw = ds.read(bands, window=window)
     data[(slice(None),) + inner] = raw
-    flags = ds.mask_flag_enums
-    if MaskFlags.per_dataset in flags[bands[0] - 1]:
-        # mask band or alpha: one mask for the dataset (a value > 0 = data)
+    flags = ds.mask_flag_enums[bands[0] - 1]
+    alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+    if MaskFlags.per_dataset in flags:
+        # a mask band, or an alpha band GDAL applies (RGBA, gray + alpha): > 0 = data
         ok = ds.read_masks(bands[0], window=window) > 0
-    else:
+    elif MaskFlags.nodata in flags or not alpha:
         ok = np.zeros(raw.shape[1:], dtype=bool)
         for i, b in enumerate(bands):
-            if MaskFlags.nodata in flags[b - 1]:
+            band_flags = ds.mask_flag_enums[b - 1]
+            if MaskFlags.nodata in band_flags:
                 ok |= ~is_nodata(raw[i], ds.nodatavals[b - 1])
-            elif MaskFlags.all_valid in flags[b - 1]:
+            elif MaskFlags.all_valid in band_flags:
                 ok[:] = True
                 break
             else:
                 ok |= ds.read_masks(b, window=window) > 0
+    else:
+        # an alpha band GDAL does not apply by itself (e.g. RGBN + alpha): still a mask
+        ok = ds.read(alpha[0], window=window) > 0
     if raw.dtype.kind == "f":
         ok &= np.isfinite(raw).all(axis=0)
     valid[inner] = ok
