@@ -10,10 +10,6 @@ from typing import List, Optional
 class TrainingConfig:
     labeled_images: List[str]
     labels: List[str]
-    # Polygon labels instead of label rasters: burnt onto each image's grid when training starts.
-    label_polygons: Optional[str] = None
-    label_layer: Optional[str] = None
-    class_field: Optional[str] = None
     unlabeled_images: List[str] = field(default_factory=list)
     bands: List[int] = field(default_factory=list)   # 1-based bands used; empty = all but alpha
     aux_task: str = "kmeans"
@@ -37,6 +33,10 @@ class TrainingConfig:
     max_invalid_fraction: float = 0.5    # windows with more nodata than this are redrawn
     validation_images: List[str] = field(default_factory=list)   # scored after training
     validation_labels: List[str] = field(default_factory=list)
+    # Polygon labels instead of label rasters: burnt onto each image's grid when training starts.
+    label_polygons: Optional[str] = None
+    label_layer: Optional[str] = None
+    class_field: Optional[str] = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,3 +40,11 @@ class NonFiniteLossError(BerundaError):
 
 class OutputError(BerundaError):
     """An output path cannot be written, or would overwrite an input."""
+
+
+class MissingDependencyError(BerundaError):
+    """An optional package a feature needs is not installed; the message gives the pip command."""
+
+
+class ExportError(BerundaError):
+    """An export could not be written or failed its check; nothing is left behind."""

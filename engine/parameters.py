@@ -280,6 +280,25 @@ EVALUATE: List[Param] = [
 ]
 
 
+# --- export to ONNX ---------------------------------------------------------------------------
+
+DEFAULT_OPSET = 17
+EXPORT_ONNX: List[Param] = [
+    Param("MODEL", "file", "Berunda model",
+          "a Berunda model file (.pt) written by 'Train segmentation model' (not its "
+          ".checkpoint.pt).", extension="pt"),
+    Param("OUTPUT", "file_out", "ONNX model", "the .onnx file to write.",
+          extension="ONNX models (*.onnx)"),
+    Param("TILE_SIZE", "int", "Tile size (empty = model's)",
+          "tile side in pixels of the exported graph, a multiple of 32 (others are rounded "
+          "up); empty or 0 = the model's training tile size. Larger tiles classify faster in "
+          "Deepness.", optional=True, advanced=True, minimum=0),
+    Param("OPSET", "int", "ONNX opset",
+          f"ONNX operator set version ({DEFAULT_OPSET} suits Deepness and onnxruntime 1.13 or "
+          "newer).", default=DEFAULT_OPSET, advanced=True, minimum=11, maximum=20),
+]
+
+
 def parse_band_list(text, name: str = "BANDS") -> List[int]:
     """'1, 2,3' -> [1, 2, 3]; '' / None -> [] (the default bands).  A list passes through."""
     from .errors import InvalidParameterError
