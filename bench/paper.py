@@ -229,7 +229,8 @@ def main(argv=None):
         **({"supervised_loss": args.supervised_loss} if args.supervised_loss else {}),
         seed=args.first_seed, augment=not args.no_augment)
     env = machine(device)
-    runs = (1 + len([t for t in args.tasks if t != "none"]) * len(args.lambdas or [None])) * args.seeds
+    tasks = [t for t in args.tasks if t != "none"]
+    runs = (1 + len(tasks) * len(args.lambdas or [None])) * args.seeds
     print(f"Berunda paper bench, preset {args.preset}, on {env.get('gpu', env['cpu'])} ({device}):\n"
           f"  labeled {len(labeled)}, unlabeled {len(unlabeled)}, validation {len(validation)} "
           f"images{f' (centred {args.val_crop}-px crops)' if args.val_crop else ''}\n"

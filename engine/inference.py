@@ -306,8 +306,9 @@ def _predict(net, x: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)
 
 
-def _classify(plan: BlockPlan, path: str, bands: List[int], stats: dict, net, device: torch.device,
-              batch_size: int, writer: ClassWriter, reporter: Reporter) -> int:
+def _classify(plan: BlockPlan, path: str, bands: List[int], stats: dict, net,
+              device: torch.device, batch_size: int, writer: ClassWriter,
+              reporter: Reporter) -> int:
     """Run every block through the network; returns the number of tiles computed."""
     weights = torch.from_numpy(plan.weights()).to(device)
     classes = int(writer.classes)
@@ -315,7 +316,8 @@ def _classify(plan: BlockPlan, path: str, bands: List[int], stats: dict, net, de
     done = computed = 0
     cache: Dict[tuple, torch.Tensor] = {}   # tiles the next block of the row shares
     acc = valid = None
-    reader = ReadAhead(lambda: _read_blocks(plan, path, bands, stats, batch_size), READ_AHEAD_BATCHES)
+    reader = ReadAhead(lambda: _read_blocks(plan, path, bands, stats, batch_size),
+                       READ_AHEAD_BATCHES)
     write = WriteBehind(writer.write, WRITE_BEHIND_BLOCKS)
     try:
         with torch.inference_mode():

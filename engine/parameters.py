@@ -310,8 +310,9 @@ def parse_band_list(text, name: str = "BANDS") -> List[int]:
     try:
         bands = [int(p) for p in parts]
     except (TypeError, ValueError):
-        raise InvalidParameterError(f"{name} {text!r} is not a list of band numbers; give "
-                                    "1-based band numbers separated by commas, e.g. 1,2,3.") from None
+        raise InvalidParameterError(
+            f"{name} {text!r} is not a list of band numbers; give 1-based band numbers "
+            "separated by commas, e.g. 1,2,3.") from None
     check_band_list(bands, name)
     return bands
 

@@ -26,10 +26,10 @@ from .config import TrainingConfig
 from .devices import resolve_device
 from .encoders import check_encoder
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
-from .parameters import check_band_list
 from .label_grid import labels_on_image_grids
 from .labels import ClassInfo, burnt_polygon_labels
 from .model_file import ModelPackage, load_model, save_model
+from .parameters import check_band_list
 from .paths import checkpoint_path_for
 from .prefetch import prefetch
 from .progress import Reporter, ScaledReporter

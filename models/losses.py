@@ -70,7 +70,8 @@ FACTORIES: Dict[str, Callable[[Optional[Sequence[int]]], SupervisedLoss]] = {
 }
 
 
-def make_supervised_loss(loss_id: str, pixel_counts: Optional[Sequence[int]] = None) -> SupervisedLoss:
+def make_supervised_loss(loss_id: str,
+                         pixel_counts: Optional[Sequence[int]] = None) -> SupervisedLoss:
     """The supervised loss ``loss_id``; ``pixel_counts`` (per class, in class order) are needed
     by ``weighted_ce`` (without them every class weighs 1)."""
     if loss_id not in FACTORIES:

@@ -68,7 +68,8 @@ class LogReporter(Reporter):
 
 
 def make_config(labeled, labels, unlabeled=(), **kw):
-    return TrainingConfig(list(labeled), list(labels), unlabeled_images=list(unlabeled), **{**TINY, **kw})
+    return TrainingConfig(list(labeled), list(labels), unlabeled_images=list(unlabeled),
+                          **{**TINY, **kw})
 
 
 def dubai_config(**kw):
