@@ -172,3 +172,16 @@ def test_the_dialog_offers_the_common_encoders_and_any_name_is_accepted(qgis_app
     # headless (qgis_process, processing.run, the modeler) any smp name is a valid value
     assert param.checkValueIsAcceptable("tu-convnext_tiny")
     assert "tu-<name>" in alg.shortHelpString() and "efficientnet-b0" in alg.shortHelpString()
+
+
+def test_bands_that_are_not_band_numbers_are_refused(rgba_model, rasters, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="BANDS '1,x' is not a list of band numbers"):
+        run("train", dict(TINY, LABELED_IMAGES=[rasters["rgb"]], LABELS=[rasters["label"]],
+                          AUX_TASK="none", DEVICE="cpu", BANDS="1,x",
+                          OUTPUT_MODEL=str(tmp_path / "m.pt")))
+    with pytest.raises(QgsProcessingException, match="BANDS 3, 3, 1 lists a band twice"):
+        run("classify", dict(INPUT=rasters["rgb"], MODEL=rgba_model, DEVICE="cpu", BANDS="3,3,1",
+                             OUTPUT=str(tmp_path / "c.tif")))
+    assert list(tmp_path.iterdir()) == []
