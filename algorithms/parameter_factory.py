@@ -52,6 +52,8 @@ def qgis_parameter(p: Param) -> QgsProcessingParameterDefinition:
         param = QgsProcessingParameterBoolean(p.id, p.label, bool(p.default), optional=p.optional)
     elif p.kind == "string":
         param = QgsProcessingParameterString(p.id, p.label, p.default, optional=p.optional)
+        if p.hints:   # a drop-down in the dialog; qgis_process and the modeler take any text
+            param.setMetadata({"widget_wrapper": {"value_hints": list(p.hints)}})
     elif p.kind == "file":
         param = QgsProcessingParameterFile(p.id, p.label, extension=p.extension,
                                            optional=p.optional)

@@ -7,8 +7,9 @@ import dataclasses
 from qgis.core import QgsProcessingException
 
 from ..engine.config import TrainingConfig
+from ..engine.errors import BerundaError
 from ..engine.parameters import (DEVICES, PAPER_LAMBDA, TASK_IDS, help_text,  # noqa: F401
-                                 parse_lambda, training_params)
+                                 parse_band_list, parse_lambda, training_params)
 from .parameter_factory import add_parameters, values_of
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)}
@@ -52,6 +53,10 @@ def training_config(alg, parameters, context, feedback, task: str = None, lam=No
             fields["lam"] = parse_lambda(fields["lam"])
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
+    try:
+        fields["bands"] = parse_band_list(fields.get("bands"))
+    except BerundaError as exc:
+        raise QgsProcessingException(str(exc)) from None
     if task is not None:
         fields.update(aux_task=task, lam=lam)
     return TrainingConfig(**fields)

@@ -124,6 +124,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, help="labeled tiles per step (+ as many unlabeled)")
     p.add_argument("--encoder", help="smp encoder, random init (default resnet34)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
+    p.add_argument("--supervised-loss", choices=["ce", "weighted_ce", "ce_dice"],
+                   help="SUPERVISED_LOSS of every run (default ce: cross-entropy, as in the paper)")
     p.add_argument("--clusters", type=int, help="K of kmeans / mumford_shah (paper: 10)")
     p.add_argument("--alpha", type=float, help="α of kmeans / mumford_shah (paper: 1)")
     p.add_argument("--mask-size", type=int, help="inpainting square c (paper: 80 on 320 px)")
@@ -283,6 +285,7 @@ def main(argv=None):
         ema_decay=args.ema_decay, encoder=args.encoder,
         tile_size=args.tile, batch_size=args.batch, epochs=args.epochs,
         samples_per_epoch=args.samples, learning_rate=args.lr, device=device.type,
+        supervised_loss=args.supervised_loss or "ce",   # the paper's, whatever Berunda's default
         seed=args.first_seed, augment=not args.no_augment)
     env = machine(device)
     runs = (int(not args.no_baseline) + len(args.tasks) * len(args.lambdas)) * args.seeds

@@ -8,7 +8,7 @@ import tempfile
 
 from ..engine.atomic import ensure_folder
 from ..engine.errors import InvalidParameterError, OutputError
-from ..engine.parameters import CLASSIFY, COMPARE_EXTRA, EVALUATE, EXPORT_ONNX
+from ..engine.parameters import CLASSIFY, COMPARE_EXTRA, EVALUATE, EXPORT_ONNX, parse_band_list
 from .options import values
 
 
@@ -30,13 +30,15 @@ def train(args, reporter) -> dict:
 
     if args.export_job and current().main:   # under torchrun, rank 0 writes it
         if prepared is None:
+            from ..engine.label_grid import labels_on_image_grids
             from ..engine.labels import burnt_polygon_labels
             from ..engine.trainer import validate_config
             from ..engine.training_data import prepare_job_data
 
             validate_config(config)
-            with burnt_polygon_labels(config, reporter) as burnt:
-                prepared = prepare_job_data(burnt, reporter)
+            with burnt_polygon_labels(config, reporter) as burnt, \
+                    labels_on_image_grids(burnt, reporter) as aligned:
+                prepared = prepare_job_data(aligned, reporter)
         write_job(args.export_job, config, prepared)
         reporter.info(f"Training job written to {args.export_job}")
         outputs["EXPORT_JOB"] = args.export_job
@@ -80,12 +82,13 @@ def classify(args, reporter) -> dict:
         if path and not path.lower().endswith((".tif", ".tiff")):
             raise OutputError(f"{name}: Berunda writes GeoTIFF; give a .tif file name instead of "
                               f"{path}.")
+    bands = parse_band_list(v["BANDS"])
     model = load_model(v["MODEL"])
     result = classify_raster(
         v["INPUT"], model, v["OUTPUT"], tile_size=v["TILE_SIZE"] or None,
         overlap=_overlap(v["OVERLAP"]), batch_size=v["BATCH_SIZE"], device=v["DEVICE"],
         probabilities_path=v["OUTPUT_PROBABILITIES"], probabilities_dtype=v["PROBABILITY_TYPE"],
-        confidence_path=v["OUTPUT_CONFIDENCE"], reporter=reporter)
+        confidence_path=v["OUTPUT_CONFIDENCE"], reporter=reporter, bands=bands or None)
     outputs = {"OUTPUT": result.output, "CLASSES": model.metadata["classes"]}
     if v["OUTPUT_PROBABILITIES"]:
         outputs["OUTPUT_PROBABILITIES"] = result.probabilities

@@ -107,14 +107,29 @@ def read_colormap(path: str) -> Optional[Dict[int, tuple]]:
 
 
 def class_labels(path: str, values: Sequence[int]) -> Tuple[Dict[int, str], Dict[int, str]]:
-    """Names and hex colours that a class raster declares for ``values`` (only those it has)."""
+    """Names and hex colours that a class raster declares for ``values`` (only those it has;
+    callers fill the rest from the palette).  Colour-table entries that do not tell the
+    classes apart are not colours: see ``legend_colors``."""
     names: Dict[int, str] = {}
-    colors: Dict[int, str] = {}
     categories = read_category_names(path) or []
-    table = read_colormap(path) or {}
     for v in values:
         if 0 <= v < len(categories) and categories[v]:
             names[v] = categories[v]
-        if v in table:
-            colors[v] = rgba_to_hex(table[v])
-    return names, colors
+    return names, legend_colors(read_colormap(path) or {}, values)
+
+
+def legend_colors(table: Dict[int, tuple], values: Sequence[int]) -> Dict[int, str]:
+    """Hex colours of ``values`` in a colour table, leaving out entries that do not tell the
+    classes apart (so the palette draws them instead of every class in black):
+
+    - transparent entries (alpha 0): undefined;
+    - every used entry the same colour (e.g. a table of 256 black entries): no legend at all;
+    - opaque black shared by several classes: GDAL's filler for undefined entries."""
+    used = {v: tuple(table[v]) for v in values if v in table and len(table[v]) >= 3
+            and (len(table[v]) < 4 or table[v][3] > 0)}
+    if len(used) >= 2 and len({rgba[:3] for rgba in used.values()}) == 1:
+        return {}
+    black = [v for v, rgba in used.items() if tuple(rgba[:3]) == (0, 0, 0)]
+    if len(black) > 1:
+        used = {v: rgba for v, rgba in used.items() if v not in black}
+    return {v: rgba_to_hex(rgba) for v, rgba in used.items()}

@@ -11,6 +11,7 @@ class TrainingConfig:
     labeled_images: List[str]
     labels: List[str]
     unlabeled_images: List[str] = field(default_factory=list)
+    bands: List[int] = field(default_factory=list)   # 1-based bands used; empty = all but alpha
     aux_task: str = "kmeans"
     lam: Optional[Union[float, str]] = None   # a number, or None / "auto": balanced (loss_balance)
     alpha: float = 1.0                   # kmeans / mumford_shah regulariser weight
@@ -26,6 +27,7 @@ class TrainingConfig:
     epochs: int = 50
     samples_per_epoch: int = 5000        # N labeled (+ N unlabeled) tiles per pseudo-epoch
     learning_rate: float = 1e-4
+    supervised_loss: str = "ce"          # models/losses.py: ce, weighted_ce, ce_dice
     device: str = "auto"
     seed: int = 0
     augment: bool = True                 # random flips and 90° rotations

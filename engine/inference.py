@@ -30,12 +30,13 @@ from .background import ReadAhead, WriteBehind
 from .categories import class_encoding, write_category_names
 from .class_writer import ClassWriter
 from .devices import resolve_device
-from .errors import Cancelled, InvalidParameterError, ModelFileError, OutputError, RasterError
+from .errors import Cancelled, InvalidParameterError, ModelFileError, OutputError
 from .inference_tile import NETWORK_STRIDE, choose_tile, overlap_pixels
 from .model_file import ModelPackage, load_model
+from .model_inputs import check_compatible, warn_if_other_resolution  # noqa: F401 (re-exported)
 from .normalization import normalize
 from .progress import Reporter
-from .rasters import RasterInfo, describe, dtype_family, open_raster, read_checked, valid_mask
+from .rasters import describe, open_raster, read_pixels
 from .tiling import BlockPlan
 
 PROBABILITY_DTYPES = ("float32", "uint8")
@@ -63,13 +64,16 @@ def classify_raster(input_path: str, model: Union[str, ModelPackage], output_pat
                     probabilities_path: Optional[str] = None,
                     probabilities_dtype: str = "float32",
                     confidence_path: Optional[str] = None,
-                    reporter: Optional[Reporter] = None) -> ClassifyResult:
+                    reporter: Optional[Reporter] = None,
+                    bands: Optional[List[int]] = None) -> ClassifyResult:
+    """``bands``: 1-based bands of the input to feed the model; None = the model's."""
     reporter = reporter or Reporter()
     start = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_model(model)
     meta = package.metadata
     info = describe(input_path)
-    check_compatible(info, meta)
+    bands = check_compatible(info, meta, bands, reporter)
+    warn_if_other_resolution(info, meta, reporter)
     check_outputs(input_path, package.path,
                   {"output": output_path, "probabilities output": probabilities_path,
                    "confidence output": confidence_path})
@@ -110,7 +114,7 @@ def classify_raster(input_path: str, model: Union[str, ModelPackage], output_pat
                                  tmp["output"], out_dtype, out_nodata, tmp["probabilities"],
                                  probabilities_dtype, tmp["confidence"], tags)
             stack.callback(writer.close)   # closed before the renames (ExitStack: reverse order)
-            tiles = _classify(plan, input_path, meta["normalization"], net, torch_device,
+            tiles = _classify(plan, input_path, bands, meta["normalization"], net, torch_device,
                               int(batch_size), writer, reporter)
             writer.close()
             if not write_category_names(tmp["output"], values, names, out_nodata):
@@ -129,19 +133,6 @@ def classify_raster(input_path: str, model: Union[str, ModelPackage], output_pat
     return ClassifyResult(output_path, probabilities_path, confidence_path,
                           info.width * info.height, seconds, values,
                           {v: int(n) for v, n in zip(values, writer.counts)}, out_nodata, tiles)
-
-
-def check_compatible(info: RasterInfo, meta: dict) -> None:
-    """Refuse a raster whose bands differ from the training images' (count, dtype family)."""
-    bands = meta["bands"]
-    count = int(bands["count"])
-    family = bands.get("dtype_family") or dtype_family(bands["dtype"])
-    if info.count != count or info.dtype_family != family:
-        raise RasterError(
-            f"The model expects {count} band{'s' if count != 1 else ''} of {family} type; "
-            f"{info.name} has {info.count} band{'s' if info.count != 1 else ''} of "
-            f"{info.dtype_family} ({info.dtype}). Use a raster with the same bands, in the same "
-            "order, as the training images.")
 
 
 def check_outputs(input_path: str, model_path: Optional[str],
@@ -205,9 +196,7 @@ class _BlockEnd:
     pass
 
 
-def _read_blocks(plan: BlockPlan, path: str, stats: dict, batch_size: int):
-    from rasterio.windows import Window
-
+def _read_blocks(plan: BlockPlan, path: str, bands: List[int], stats: dict, batch_size: int):
     th, tw = plan.tile_shape
     with open_raster(path) as ds:
         for block in plan.blocks():
@@ -217,8 +206,7 @@ def _read_blocks(plan: BlockPlan, path: str, stats: dict, batch_size: int):
             e_c1 = plan.cols.start(block.tile_cols[-1]) + tw
             r0, r1 = max(e_r0, 0), min(e_r1, ds.height)
             c0, c1 = max(e_c0, 0), min(e_c1, ds.width)
-            data = read_checked(ds, Window(c0, r0, c1 - c0, r1 - r0))
-            valid = valid_mask(data, ds.nodata)
+            data, valid = read_pixels(ds, bands, r0, c0, r1 - r0, c1 - c0)
             keys = []
             for ti in block.tile_rows:
                 tr = plan.rows.start(ti)
@@ -293,8 +281,9 @@ def _predict(net, x: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)
 
 
-def _classify(plan: BlockPlan, path: str, stats: dict, net, device: torch.device,
-              batch_size: int, writer: ClassWriter, reporter: Reporter) -> int:
+def _classify(plan: BlockPlan, path: str, bands: List[int], stats: dict, net,
+              device: torch.device, batch_size: int, writer: ClassWriter,
+              reporter: Reporter) -> int:
     """Run every block through the network; returns the number of tiles computed."""
     weights = torch.from_numpy(plan.weights()).to(device)
     classes = int(writer.classes)
@@ -302,7 +291,8 @@ def _classify(plan: BlockPlan, path: str, stats: dict, net, device: torch.device
     done = computed = 0
     cache: Dict[tuple, torch.Tensor] = {}   # tiles the next block of the row shares
     acc = valid = None
-    reader = ReadAhead(lambda: _read_blocks(plan, path, stats, batch_size), READ_AHEAD_BATCHES)
+    reader = ReadAhead(lambda: _read_blocks(plan, path, bands, stats, batch_size),
+                       READ_AHEAD_BATCHES)
     write = WriteBehind(writer.write, WRITE_BEHIND_BLOCKS)
     try:
         with torch.inference_mode():

@@ -5,32 +5,36 @@ Robust and dtype-aware: values are clipped to the 0.5–99.5 percentiles of a
 random pixel sample (so a few saturated or wild pixels don't set the scale),
 then standardised with the clipped sample's mean and std.  Works the same for
 UInt8, UInt16, Int16 and Float32 reflectance.  Invalid pixels become 0 (the
-band mean) after normalisation.
+band mean) after normalisation.  Which pixels are valid: ``rasters.read_pixels`` (GDAL's
+mask rule: mask band / alpha / all used bands nodata), the rule training windows and
+classification use too.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .errors import DataError
-from .rasters import open_raster, read_window, valid_mask
+from .rasters import data_bands, open_raster, read_pixels
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 
 
 def compute_statistics(paths: Sequence[str], rng: np.random.Generator,
                        windows_per_raster: int = 8, window: int = 256,
-                       max_pixels: int = 400_000) -> Dict[str, List[float]]:
+                       max_pixels: int = 400_000,
+                       bands: Optional[Sequence[int]] = None) -> Dict[str, List[float]]:
+    """``bands``: 1-based bands to describe; None = every band but alpha."""
     samples = []
     for path in paths:
         with open_raster(path) as ds:
+            used = list(bands) if bands else data_bands(ds)
             h, w = min(window, ds.height), min(window, ds.width)
             for _ in range(windows_per_raster):
                 r = int(rng.integers(0, ds.height - h + 1))
                 c = int(rng.integers(0, ds.width - w + 1))
-                data = read_window(ds, r, c, h, w)
-                ok = valid_mask(data, ds.nodata)
+                data, ok = read_pixels(ds, used, r, c, h, w)
                 if ok.any():
                     samples.append(data[:, ok].astype(np.float64))
     if not samples:

@@ -7,9 +7,10 @@ What the graph expects — the way Deepness feeds every model:
     bands in the order of the training images (UInt8: 0–1; UInt16: 0–257; Float32: the
     reflectance ÷ 255).
 Inside, the graph multiplies by 255 (and rounds, for integer models: exact for any value a
-16-bit band holds), marks a pixel invalid where a band is NaN/inf or equals the training
-images' nodata (as ``rasters.valid_mask``), clips each band to the stored 0.5–99.5
-percentiles, standardises with the stored mean and std and sets invalid pixels to 0 (as
+16-bit band holds), marks a pixel invalid where a band is NaN/inf or where every band equals
+the training images' nodata (GDAL's all-bands rule, as ``rasters.valid_mask``; an alpha or
+mask band is not part of the input), clips each band to the stored 0.5–99.5 percentiles,
+standardises with the stored mean and std and sets invalid pixels to 0 (as
 ``normalization.normalize``).
 Output "probabilities": float32 (batch, classes, tile, tile), the soft-max; channel i is
 the model's i-th class (``class_names`` in the metadata).
@@ -68,7 +69,7 @@ class DeepnessGraph(nn.Module):
                 hit = raw == self.nodata
             else:   # ÷255 then ×255 in float32 moves a value by a few ulps
                 hit = torch.abs(raw - self.nodata) <= 1e-5 * max(1.0, abs(self.nodata))
-            valid = valid & ~hit.any(dim=1, keepdim=True)
+            valid = valid & ~hit.all(dim=1, keepdim=True)   # nodata only in EVERY band
         norm = (torch.minimum(torch.maximum(raw, self.low), self.high) - self.mean) / self.std
         norm = torch.where(valid, norm, torch.zeros_like(norm))
         logits = self.head(self.decoder(self.encoder(norm)))
@@ -282,6 +283,7 @@ def _probe_tile(meta: dict, tile: int, family: str) -> np.ndarray:
     raw = raw.astype(dtype)
     if bands.get("nodata") is not None:
         raw[:, :2, :] = np.asarray(bands["nodata"]).astype(dtype)   # two rows of nodata
+        raw[0, 2, :] = np.asarray(bands["nodata"]).astype(dtype)    # one band only: data
     return raw
 
 
@@ -300,8 +302,13 @@ def _report(reporter, output_path, tile, opset, meta, family, resolution, source
         reporter.warning(f"No resolution stored in the ONNX metadata: {source}. Deepness will use "
                          "the resolution set in its panel; set it to the training rasters' pixel "
                          "size.")
+    indexes = bands.get("indexes")
+    if indexes and list(indexes) != list(range(1, int(bands["count"]) + 1)):
+        reporter.warning(f"The model reads bands {', '.join(map(str, indexes))} of its training "
+                         "images (BANDS), in this order; the ONNX graph takes those bands only. "
+                         "Give Deepness a raster holding exactly them, in that order.")
     if bands.get("nodata") is not None:
-        reporter.info(f"Pixels where a band equals the nodata value {bands['nodata']:g} are "
+        reporter.info(f"Pixels where every band equals the nodata value {bands['nodata']:g} are "
                       "computed as the band means (as in Berunda), but Deepness still gives them "
                       "a class; berunda:classify leaves them nodata.")
     if bands["dtype"] != "uint8":

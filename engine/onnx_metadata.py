@@ -92,7 +92,7 @@ def training_resolution(meta: dict) -> Tuple[Optional[float], str]:
 def _stored_pixel_size(meta: dict) -> Optional[float]:
     """cm/px from a pixel size in metres stored in the header (``pixel_size``: a number
     or [x, y], with its CRS units), if the model has one."""
-    for holder in (meta, meta.get("bands") or {}):
+    for holder in (meta.get("grid") or {}, meta, meta.get("bands") or {}):
         size = holder.get("pixel_size")
         if size is None:
             continue

@@ -20,6 +20,12 @@ PAPER_LAMBDA = {"none": 0.0, "l1": 0.5, "l2": 5.0, "kmeans": 1.0, "mumford_shah"
                 "inpainting": 5.0, "jigsaw": 0.5, "consistency": 1.0}
 DEVICES = ["auto", "cuda", "cpu"]
 PROBABILITY_TYPES = ["float32", "uint8"]
+# Encoders offered in the dialog (any smp encoder name is accepted; engine/encoders.py checks).
+COMMON_ENCODERS = ["resnet34", "resnet18", "resnet50", "resnext50_32x4d", "efficientnet-b0",
+                   "efficientnet-b2", "efficientnet-b4", "mobilenet_v2", "densenet121",
+                   "tu-convnext_tiny"]
+# Supervised losses (ids of models/losses.py FACTORIES; a test keeps them equal).
+SUPERVISED_LOSSES = ["ce", "weighted_ce", "ce_dice"]
 
 #: kinds of parameter; each maps onto one QGIS parameter class and one argparse type
 KINDS = ("rasters", "raster", "polygons", "field", "enum", "int", "float", "bool", "string",
@@ -38,6 +44,7 @@ class Param:
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     choices: Tuple[str, ...] = ()
+    hints: Tuple[str, ...] = ()   # string: values the dialog offers (any value is accepted)
     multiple: bool = False        # enum: several choices
     extension: str = ""           # file: expected extension; file_out: file filter
     parent: str = ""              # field: the polygon parameter it belongs to
@@ -99,6 +106,12 @@ _CLASS_FIELD = Param("CLASS_FIELD", "field", "Class field of the label polygons"
                      optional=True, parent="LABEL_POLYGONS")
 _UNLABELED = Param("UNLABELED_IMAGES", "rasters", "Unannotated images",
                    "unannotated rasters used by the auxiliary task.", optional=True)
+_BANDS = Param("BANDS", "string", "Bands to use (e.g. 1,2,3; empty = all but alpha)",
+               "1-based band numbers of the images to train on, comma-separated (e.g. 1,2,3 "
+               "for the RGB of an RGBN image); empty = every band except an alpha band. An "
+               "alpha band or a GDAL mask band marks the valid pixels, never data. Stored in the "
+               "model: classify reads the same bands.", default="", optional=True,
+               advanced=True)
 AUX_TASK = Param("AUX_TASK", "enum", "Auxiliary task",
                  "none (supervised baseline), l1 / l2 (reconstruction), kmeans (relaxed k-means "
                  "segmentation), mumford_shah (Mumford–Shah segmentation), inpainting (context "
@@ -156,8 +169,11 @@ TASK_PARAMS: List[Param] = [
 
 NETWORK_PARAMS: List[Param] = [
     Param("ENCODER", "string", "Encoder",
-          "any segmentation-models-pytorch encoder (resnet34, resnet18, efficientnet-b0…); "
-          "random initial weights (nothing is downloaded).", default="resnet34", advanced=True),
+          "a segmentation-models-pytorch encoder, with random initial weights (nothing is "
+          "downloaded). The dialog offers the common ones (" + ", ".join(COMMON_ENCODERS) +
+          "); headless (qgis_process, the command line, a training job) any smp encoder name "
+          "is accepted, timm models as tu-<name>. A misspelt name is refused with the closest "
+          "names.", default="resnet34", advanced=True, hints=tuple(COMMON_ENCODERS)),
     Param("TILE_SIZE", "int", "Tile size (pixels, multiple of 32)",
           "training tile side in pixels, multiple of 32 (paper: 320).", default=320,
           advanced=True, minimum=32),
@@ -170,6 +186,11 @@ NETWORK_PARAMS: List[Param] = [
     Param("SAMPLES_PER_EPOCH", "int", "Labeled tiles per epoch",
           "labeled tiles drawn per pseudo-epoch (paper: 5000).", default=5000, advanced=True,
           minimum=1),
+    Param("SUPERVISED_LOSS", "enum", "Supervised loss",
+          "ce = cross-entropy (the paper); weighted_ce = cross-entropy with median-frequency "
+          "class weights from the label pixel counts (rare classes such as roads or water weigh "
+          "more, at most 10×); ce_dice = cross-entropy + Dice loss.", default="ce",
+          advanced=True, choices=tuple(SUPERVISED_LOSSES)),
     Param("LEARNING_RATE", "float", "Learning rate", "Adam learning rate (paper: 1e-4).",
           default=1e-4, advanced=True, minimum=0.0),
     Param("DEVICE", "enum", "Device",
@@ -191,7 +212,7 @@ VALIDATION_LABELS = Param("VALIDATION_LABELS", "rasters", "Validation label rast
 def training_params(single_task: bool = True) -> List[Param]:
     """The parameters berunda:train and berunda:compare share, in dialog order."""
     task = [AUX_TASK, LAMBDA] if single_task else []
-    return [_LABELED, _LABELS, _POLYGONS, _CLASS_FIELD, _UNLABELED, *task, *TASK_PARAMS,
+    return [_LABELED, _LABELS, _POLYGONS, _CLASS_FIELD, _UNLABELED, _BANDS, *task, *TASK_PARAMS,
             *NETWORK_PARAMS]
 
 
@@ -245,6 +266,11 @@ CLASSIFY: List[Param] = [
     Param("INPUT", "raster", "Input raster",
           "raster with the same bands (order, data type family) as the training images."),
     Param("MODEL", "file", "Berunda model", "a Berunda model file (.pt).", extension="pt"),
+    Param("BANDS", "string", "Bands of the input (empty = the model's)",
+          "1-based band numbers of INPUT to feed the model, comma-separated, as many as the "
+          "model was trained on; empty = the bands the model was trained on (its BANDS). An "
+          "alpha band or GDAL mask band marks the valid pixels.", default="", optional=True,
+          advanced=True),
     Param("TILE_SIZE", "int", "Tile size (empty = chosen for the device)",
           "tile side in pixels, multiple of 32; empty or 0 = chosen for speed: 512 px on a "
           "CPU, 1024 px on a GPU, at least twice the model's training tile, smaller when the "
@@ -315,6 +341,37 @@ EXPORT_ONNX: List[Param] = [
           f"ONNX operator set version ({DEFAULT_OPSET} suits Deepness and onnxruntime 1.13 or "
           "newer).", default=DEFAULT_OPSET, advanced=True, minimum=11, maximum=20),
 ]
+
+
+def parse_band_list(text, name: str = "BANDS") -> List[int]:
+    """'1, 2,3' -> [1, 2, 3]; '' / None -> [] (the default bands).  A list passes through."""
+    from .errors import InvalidParameterError
+
+    if text is None:
+        return []
+    parts = text if isinstance(text, (list, tuple)) else \
+        [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        bands = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"{name} {text!r} is not a list of band numbers; give 1-based band numbers "
+            "separated by commas, e.g. 1,2,3.") from None
+    check_band_list(bands, name)
+    return bands
+
+
+def check_band_list(bands, name: str = "BANDS") -> None:
+    from .errors import InvalidParameterError
+
+    if not isinstance(bands, (list, tuple)) or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in bands):
+        raise InvalidParameterError(f"{name} must be a list of band numbers (got {bands!r}).")
+    if any(b < 1 for b in bands):
+        raise InvalidParameterError(f"{name} {', '.join(map(str, bands))}: bands are numbered "
+                                    "from 1.")
+    if len(set(bands)) != len(bands):
+        raise InvalidParameterError(f"{name} {', '.join(map(str, bands))} lists a band twice.")
 
 
 def by_id(params: Sequence[Param]) -> Dict[str, Param]:

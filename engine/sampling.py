@@ -16,7 +16,7 @@ import numpy as np
 from ..models import IGNORE_INDEX
 from .labels import ClassMapper
 from .normalization import normalize
-from .rasters import inside_mask, open_raster, read_window, valid_mask
+from .rasters import data_bands, open_raster, read_pixels, read_window
 
 MAX_DRAWS = 20
 
@@ -37,8 +37,11 @@ class WindowSampler:
 
     def __init__(self, images: Sequence[str], labels: Optional[Sequence[str]], weights: Sequence[float],
                  tile: int, stats: dict, mapper: Optional[ClassMapper],
-                 max_invalid_fraction: float = 0.5, augment: bool = True):
+                 max_invalid_fraction: float = 0.5, augment: bool = True,
+                 bands: Optional[Sequence[int]] = None):
+        """``bands``: the 1-based image bands to read; None = every band but alpha."""
         self.images, self.labels = list(images), list(labels) if labels else None
+        self.bands = list(bands) if bands else None
         w = np.asarray(weights, dtype=np.float64)
         self.p = w / w.sum()
         self.tile, self.stats, self.mapper = tile, stats, mapper
@@ -68,9 +71,7 @@ class WindowSampler:
             img_ds, lab_ds = datasets[index]
             row = int(rng.integers(min(0, img_ds.height - t), max(0, img_ds.height - t) + 1))
             col = int(rng.integers(min(0, img_ds.width - t), max(0, img_ds.width - t) + 1))
-            fill = img_ds.nodata if img_ds.nodata is not None else 0
-            raw = read_window(img_ds, row, col, t, t, fill=fill)
-            valid = valid_mask(raw, img_ds.nodata) & inside_mask(img_ds, row, col, t, t)
+            raw, valid = read_pixels(img_ds, self.bands or data_bands(img_ds), row, col, t, t)
             if lab_ds is not None:
                 lab_fill = lab_ds.nodata if lab_ds.nodata is not None else 0
                 lab = self.mapper.to_index(read_window(lab_ds, row, col, t, t, fill=lab_fill)[0])

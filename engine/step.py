@@ -6,7 +6,7 @@ looks at which task it is:
     prepare (CPU, the whole step) -> before_step (once, no gradient)
     -> per micro-batch: forward, Ls, Lu, balance.backward -> optimiser step -> after_step
 
-Ls of a micro-batch is its cross-entropy sum divided by the labelled pixels of the
+Ls of a micro-batch is its loss sum divided by the labelled pixels of the
 *whole step*, so that micro-batches add up to the step's Ls however the labeled and
 unlabeled tiles fall into them.  Without a split, L is exactly Ls + λ·Lu.
 """
@@ -22,11 +22,12 @@ from ..models.tasks import PreparedBatch
 
 
 def train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device, use_amp,
-               micro, reporter, ranks=None) -> dict:
+               micro, reporter, ranks=None, criterion=supervised_loss) -> dict:
     """``micro``: a one-element list holding the tiles per forward pass (None = the whole
     step), halved here on a CUDA out-of-memory error and kept for the next steps.
     ``ranks`` (engine/distributed.py): under torchrun, gradients and loss values are averaged
-    over the ranks once the step's backward passes are done."""
+    over the ranks once the step's backward passes are done.  ``criterion``: the supervised
+    loss (models/losses.py, SUPERVISED_LOSS)."""
     images, labels, valid = batch
     n = images.shape[0]
     # Prepared once (on the whole batch, on the CPU): an out-of-memory retry reuses the same
@@ -52,11 +53,11 @@ def train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device, 
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     if semi:
                         out = task.forward(net, chunk)
-                        ls = supervised_loss(out.seg, chunk.labels, labelled)
+                        ls = criterion(out.seg, chunk.labels, labelled)
                         lu = task.loss(out, chunk).float()
                     else:
                         out = net(chunk.inputs)
-                        ls = supervised_loss(out.seg, chunk.labels, labelled)
+                        ls = criterion(out.seg, chunk.labels, labelled)
                         lu = torch.zeros((), device=device)
                 ls_value, lu_value = float(ls.detach()), float(lu.detach())
                 lam = balance.weight(ls_value, lu_value) if semi else 0.0

@@ -18,16 +18,20 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ..models.losses import FACTORIES as SUPERVISED_LOSS_FACTORIES, make_supervised_loss
 from ..models.network import BerundaNetLate, describe_network
 from ..models.tasks import TASKS, get_task
 from . import distributed
 from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
+from .encoders import check_encoder
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
+from .label_grid import labels_on_image_grids
 from .labels import ClassInfo, burnt_polygon_labels
 from .loss_balance import make_balance
 from .model_file import ModelPackage, load_model, save_model
+from .parameters import check_band_list
 from .paths import checkpoint_path_for
 from .prefetch import prefetch
 from .progress import Reporter, ScaledReporter
@@ -79,6 +83,7 @@ def _lambda_ok(lam) -> bool:
 
 
 def validate_config(config: TrainingConfig) -> None:
+    check_encoder(config.encoder)
     checks = [
         (config.tile_size >= 32 and config.tile_size % 32 == 0,
          f"TILE_SIZE {config.tile_size} must be a positive multiple of 32 (the U-Net halves it "
@@ -92,6 +97,9 @@ def validate_config(config: TrainingConfig) -> None:
          f"LAMBDA must be 'auto' or a number >= 0 (got {config.lam!r}); empty = auto, "
          "0 trains the supervised baseline."),
         (0 <= config.max_invalid_fraction < 1, "max_invalid_fraction must be in [0, 1)."),
+        (config.supervised_loss in SUPERVISED_LOSS_FACTORIES,
+         f"SUPERVISED_LOSS {config.supervised_loss!r} is unknown; choose one of "
+         f"{', '.join(SUPERVISED_LOSS_FACTORIES)}."),
     ]
     # Hyper-parameters are checked only for the task that uses them.
     accepted = inspect.signature(TASKS[config.aux_task]).parameters if config.aux_task in TASKS else {}
@@ -120,6 +128,7 @@ def validate_config(config: TrainingConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise InvalidParameterError(message)
+    check_band_list(config.bands)
 
 
 def fit_mask_to_tile(config: TrainingConfig, reporter: Reporter, tasks=None) -> TrainingConfig:
@@ -145,7 +154,9 @@ def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter]
     outer = reporter or Reporter()
     config = fit_mask_to_tile(config, outer)
     validate_config(config)
-    with burnt_polygon_labels(config, outer) as config:
+    _check_output(output_path, config)   # against the inputs as given, before any copy
+    with burnt_polygon_labels(config, outer) as config, \
+            labels_on_image_grids(config, outer) as config:
         return _train(config, output_path, outer, resume, prepared, clock)
 
 
@@ -204,6 +215,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
     net = BerundaNetLate(bands, len(data.classes.values), config.encoder, arch["aux_channels"],
                          arch["aux_classes"], encoder_weights=config.encoder_weights).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    criterion = make_supervised_loss(config.supervised_loss, data.classes.pixel_counts)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     saved_balance = (state or {}).get("balance") or {}
@@ -222,6 +234,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
         return {
             "architecture": arch,
             "bands": data.bands,
+            "grid": data.grid,
             "normalization": data.stats,
             "classes": data.classes.to_metadata(),
             "tile_size": config.tile_size,
@@ -277,7 +290,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
                 raise TrainingCancelled(_cancel_message(epoch, last_checkpoint))
             batch = [torch.from_numpy(a) for a in (images, labels, valid)]
             parts = train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device,
-                               use_amp, micro, reporter, ranks)
+                               use_amp, micro, reporter, ranks, criterion)
             loss = parts["loss"]
             if not math.isfinite(loss):
                 raise NonFiniteLossError(_nan_message(epoch, step, parts, balance, task,

@@ -20,6 +20,7 @@ from .sampling import WindowSampler
 @dataclass
 class TrainingData:
     bands: dict
+    grid: dict
     classes: ClassInfo
     stats: dict
     labeled: WindowSampler
@@ -32,7 +33,10 @@ class TrainingData:
 
 
 def describe_bands(config: TrainingConfig) -> dict:
-    """All images must share band count and dtype family; returns the common description."""
+    """The bands every image must provide, with dtype and nodata: the model's "bands".
+
+    ``indexes``: the 1-based bands used (BANDS, or every band but alpha: an alpha band is
+    the validity mask, never data); ``source_count``: the data bands of the training images."""
     if not config.labeled_images:
         raise InvalidParameterError("LABELED_IMAGES is empty: give at least one annotated image.")
     if len(config.labeled_images) != len(config.labels):
@@ -41,15 +45,9 @@ def describe_bands(config: TrainingConfig) -> dict:
             f"{len(config.labels)}; give one label raster per image, in the same order.")
     images = [describe(p) for p in config.labeled_images + config.unlabeled_images]
     ref = images[0]
-    for info in images[1:]:
-        if info.count != ref.count:
-            raise RasterError(
-                f"Image {info.path} has {info.count} bands but {ref.path} has {ref.count}; "
-                "all training images must have the same bands in the same order.")
-        if info.dtype_family != ref.dtype_family:
-            raise RasterError(
-                f"Image {info.path} is {info.dtype} but {ref.path} is {ref.dtype}; all "
-                "training images must be of the same data type family (integer or float).")
+    indexes = list(config.bands) or ref.data_bands
+    for info in images:
+        _check_image_bands(info, ref, config.bands, indexes, "Image")
     if all(min(i.width, i.height) < config.tile_size for i in images):
         largest = max(images, key=lambda i: min(i.width, i.height))
         raise InvalidParameterError(
@@ -61,22 +59,52 @@ def describe_bands(config: TrainingConfig) -> dict:
             raise InvalidParameterError(
                 f"{info.path} is given both as an image and as its label raster.")
         check_same_grid(info, check_label_raster(label), "label raster")
-    _check_validation_pairs(config, ref)
-    return {"count": ref.count, "dtype": ref.dtype, "dtype_family": ref.dtype_family,
+    _check_validation_pairs(config, ref, indexes)
+    return {"count": len(indexes), "indexes": indexes, "source_count": len(ref.data_bands),
+            "dtype": ref.dtype, "dtype_family": ref.dtype_family,
             "nodata": ref.nodata if ref.nodata is None or np.isfinite(ref.nodata) else None}
 
 
-def _check_validation_pairs(config: TrainingConfig, ref) -> None:
+def describe_grid(config: TrainingConfig) -> dict:
+    """Pixel size and its unit of the (first) annotated image: classify warns when a
+    raster's pixels differ much from these."""
+    info = describe(config.labeled_images[0])
+    return {"pixel_size": list(info.pixel_size), "crs_units": info.crs_units}
+
+
+def _check_image_bands(info, ref, chosen, indexes, what) -> None:
+    """With BANDS: each image has those bands; without: the same data bands as the first."""
+    if chosen:
+        missing = [b for b in indexes if not 1 <= b <= info.count]
+        if missing:
+            raise RasterError(
+                f"{what} {info.path} has {info.count} band{'s' if info.count != 1 else ''}; "
+                f"BANDS asks for band {', '.join(map(str, missing))}. Choose bands every "
+                "training image has.")
+    elif info.data_bands != ref.data_bands:
+        raise RasterError(
+            f"{what} {info.path} has {len(info.data_bands)} bands but {ref.path} has "
+            f"{len(ref.data_bands)} (alpha bands not counted); all training images must have "
+            "the same bands in the same order (or choose the bands to use with BANDS).")
+    if info.dtype_family != ref.dtype_family:
+        raise RasterError(
+            f"{what} {info.path} is {info.dtype} but {ref.path} is {ref.dtype}; all "
+            "training images must be of the same data type family (integer or float).")
+
+
+def _check_validation_pairs(config: TrainingConfig, ref, indexes) -> None:
     if len(config.validation_images) != len(config.validation_labels):
         raise InvalidParameterError(
             f"VALIDATION_IMAGES has {len(config.validation_images)} rasters but VALIDATION_LABELS "
             f"has {len(config.validation_labels)}; give one label raster per image, same order.")
     for image, label in zip(config.validation_images, config.validation_labels):
         info = describe(image)
-        if info.count != ref.count or info.dtype_family != ref.dtype_family:
+        if (max(indexes) > info.count or not config.bands and info.data_bands != ref.data_bands
+                or info.dtype_family != ref.dtype_family):
             raise RasterError(
-                f"Validation image {image} has {info.count} bands of {info.dtype}; the training "
-                f"images have {ref.count} bands of {ref.dtype}. Validate on rasters like them.")
+                f"Validation image {image} has {len(info.data_bands)} bands of {info.dtype}; the "
+                f"training images have {len(ref.data_bands)} bands of {ref.dtype}. Validate on "
+                "rasters like them.")
         check_same_grid(info, check_label_raster(label), "validation label raster")
 
 
@@ -94,19 +122,20 @@ def prepare_training_data(config: TrainingConfig, reporter: Reporter, uses_unlab
             "that the checkpoint being resumed does not know; resume with the same labels.")
     reporter.info("Classes: " + ", ".join(f"{v}={n}" for v, n in zip(classes.values, classes.names)))
     if stats is None:
-        stats = training_statistics(config)
+        stats = training_statistics(config, bands["indexes"])
     mapper = ClassMapper(classes.values, classes.nodata)
     # Labeled pairs are drawn in proportion to their labelled pixels.
     label_weights = [max(n, 1) for n in scanned.raster_pixels]
     labeled = WindowSampler(config.labeled_images, config.labels, label_weights, config.tile_size,
-                            stats, mapper, config.max_invalid_fraction, config.augment)
+                            stats, mapper, config.max_invalid_fraction, config.augment,
+                            bands["indexes"])
     unlabeled = None
     if uses_unlabeled and config.unlabeled_images:
         areas = [describe(p) for p in config.unlabeled_images]
         unlabeled = WindowSampler(config.unlabeled_images, None, [i.width * i.height for i in areas],
                                   config.tile_size, stats, None, config.max_invalid_fraction,
-                                  config.augment)
-    return TrainingData(bands, classes, stats, labeled, unlabeled)
+                                  config.augment, bands["indexes"])
+    return TrainingData(bands, describe_grid(config), classes, stats, labeled, unlabeled)
 
 
 
@@ -118,10 +147,11 @@ def prepare_job_data(config: TrainingConfig, reporter: Reporter) -> dict:
     reporter.info("Scanning label rasters for classes…")
     classes = scan_classes(config.labels)
     return {"bands": bands, "classes": classes.to_metadata(),
-            "normalization": training_statistics(config)}
+            "normalization": training_statistics(config, bands["indexes"])}
 
 
-def training_statistics(config: TrainingConfig) -> dict:
+def training_statistics(config: TrainingConfig, bands) -> dict:
     """Per-band statistics of the labeled + unlabeled images (seeded sample of pixels)."""
     rng = np.random.default_rng([config.seed, 7919])
-    return compute_statistics(config.labeled_images + config.unlabeled_images, rng)
+    return compute_statistics(config.labeled_images + config.unlabeled_images, rng,
+                              bands=bands)

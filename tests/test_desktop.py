@@ -107,7 +107,7 @@ def test_first_run_shows_the_engine_environment_and_version_warnings(qgis_app, m
               "OUTPUT_MODEL": str(tmp_path / "m.pt"), **TINY}
     for run in (1, 2):
         feedback = Recorder()
-        with pytest.raises(QgsProcessingException, match="not on the grid"):
+        with pytest.raises(QgsProcessingException, match="does not overlap"):
             processing.run("berunda:train", params, feedback=feedback)
         assert any("tested with 2.3.0" in w for w in feedback.warnings), run
         device_lines = [i for i in feedback.infos if i.startswith("Device: ")]
@@ -116,14 +116,14 @@ def test_first_run_shows_the_engine_environment_and_version_warnings(qgis_app, m
         assert (len(device_lines), len(summary), len(engine)) == ((1, 1, 1) if run == 1
                                                                  else (0, 0, 0)), run
         # the error itself is reported once, as the exception (not also as a log line)
-        assert not any("not on the grid" in line for line in feedback.infos + feedback.warnings)
+        assert not any("does not overlap" in line for line in feedback.infos + feedback.warnings)
     # an incompatible version is an error that says what to do, before anything is computed
     (patch / "sitecustomize.py").write_text("import berunda.engine.environment as e\n"
                                             "e.MINIMUM['rasterio'] = '9.0'\n")
     with pytest.raises(QgsProcessingException) as err:
         processing.run("berunda:train", params, feedback=Recorder())
     assert "rasterio 1.4.3 is too old" in str(err.value) and "Install dependencies" in str(err.value)
-    assert "not on the grid" not in str(err.value)
+    assert "does not overlap" not in str(err.value)
 
 
 def test_the_package_folder_comes_first_for_the_engine_and_never_enters_qgis(tmp_path):

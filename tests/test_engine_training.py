@@ -68,7 +68,8 @@ class LogReporter(Reporter):
 
 
 def make_config(labeled, labels, unlabeled=(), **kw):
-    return TrainingConfig(list(labeled), list(labels), list(unlabeled), **{**TINY, **kw})
+    return TrainingConfig(list(labeled), list(labels), unlabeled_images=list(unlabeled),
+                          **{**TINY, **kw})
 
 
 def dubai_config(**kw):
@@ -691,24 +692,27 @@ def _refused(cfg, out, error, *words):
     return str(exc.value)
 
 
-@pytest.mark.parametrize("change", ["shifted", "crs"])
-def test_label_off_the_image_grid_is_refused(crops, tmp_path, change):
+def test_label_off_the_image_grid_is_resampled_not_refused(crops, tmp_path):
+    """A shifted label raster and one of another size are resampled onto the image grid
+    (tests/test_engine_inputs.py checks the resampled values)."""
     geo = dict(crops["label_geo"])
-    overrides = {}
-    if change == "shifted":
-        geo["transform"] = geo["transform"] * rasterio.Affine.translation(3, 0)
-    else:
-        overrides["crs"] = "EPSG:32641"
-    label = write_raster(tmp_path / "label_off.tif", crops["label_data"], geo, **overrides)
-    cfg = make_config([crops["image"]], [label])
-    message = _refused(cfg, tmp_path / "m.pt", RasterError, label, crops["image"])
-    assert ("different CRS" if change == "crs" else "origin") in message
-
-
-def test_label_of_another_size_is_refused(crops, tmp_path):
-    label = write_raster(tmp_path / "small.tif", crops["label_data"][:, :100, :],
+    geo["transform"] = geo["transform"] * rasterio.Affine.translation(3, 0)
+    shifted = write_raster(tmp_path / "label_off.tif", crops["label_data"], geo)
+    small = write_raster(tmp_path / "small.tif", crops["label_data"][:, :100, :],
                          crops["label_geo"])
-    _refused(make_config([crops["image"]], [label]), tmp_path / "m.pt", RasterError, label, "size")
+    log = LogReporter()
+    out = tmp_path / "m.pt"
+    train(make_config([crops["image"], crops["image"]], [shifted, small]), str(out), log)
+    assert out.is_file()
+    assert sum("resampled onto the image's grid" in line for line in log.lines) == 2
+
+
+def test_label_that_does_not_overlap_the_image_is_refused(crops, tmp_path):
+    # same coordinates read in the next UTM zone: hundreds of km away from the image
+    label = write_raster(tmp_path / "label_off.tif", crops["label_data"], crops["label_geo"],
+                         crs="EPSG:32641")
+    cfg = make_config([crops["image"]], [label])
+    _refused(cfg, tmp_path / "m.pt", RasterError, label, crops["image"], "does not overlap")
 
 
 def test_image_and_label_counts_must_match(crops, tmp_path):

@@ -165,7 +165,8 @@ def test_metadata_is_deepness_format_and_the_berunda_header_round_trips(models):
     assert meta["berunda"] == header
     assert meta["berunda"]["classes"]["values"] == [2, 3, 4, 5]
     assert meta["berunda_input"]["scale"] == "raster value / 255"
-    assert m["result"]["resolution_cm"] == 50.0 and "training rasters" in m["result"]["resolution_source"]
+    assert m["result"]["resolution_cm"] == 50.0
+    assert "pixel size stored in the model file" in m["result"]["resolution_source"]
     assert m["result"]["checked"] and m["result"]["max_difference"] <= 1e-4
     assert json.dumps(m["result"])   # plain values only
 
@@ -263,3 +264,24 @@ def test_bad_outputs_and_parameters_are_refused(models, tmp_path):
         export_onnx(model, out, reporter=Log(cancel=True))
     _nothing_written(tmp_path, out)
     assert sorted(os.listdir(tmp_path)) == ["a_file", "folder.onnx"]
+
+
+def test_the_graph_takes_nodata_only_where_every_band_is_nodata(models):
+    """GDAL's rule (engine/rasters.py), as berunda classify: a pixel with nodata in one band
+    is data; the graph must not zero it."""
+    from berunda.engine.normalization import normalize
+    from berunda.engine.onnx_export import INPUT_SCALE, DeepnessGraph
+
+    package = load_model(models["4band_uint16"]["model"])
+    meta = package.metadata
+    net = package.build_network("cpu")
+    graph = DeepnessGraph(net.unet, meta["normalization"], "uint", 0).eval()
+    raw = np.full((4, TILE, TILE), 30000, np.uint16)
+    raw[:, :8] = 0          # every band nodata
+    raw[0, 8:16] = 0        # one band only: data
+    with torch.inference_mode():
+        ours = graph(torch.from_numpy(raw[None].astype(np.float32) / INPUT_SCALE))[0]
+        x = normalize(raw, valid_mask(raw, 0), meta["normalization"])
+        berunda = torch.softmax(net(torch.from_numpy(x[None])).seg, dim=1)[0]
+    assert valid_mask(raw, 0)[8:16].all() and not valid_mask(raw, 0)[:8].any()
+    assert torch.allclose(ours, berunda, atol=1e-5)

@@ -66,6 +66,6 @@ def test_bad_input_fails_cleanly_without_traceback(tmp_path):
                   AUX_TASK="kmeans", OUTPUT_MODEL=model)
     rc, _, err = qgis_process("berunda:train", "--", *as_cli(params))
     assert rc != 0
-    assert "scene1_part2.tif" in err and "not on the grid" in err
+    assert "scene1_part2.tif" in err and "does not overlap" in err
     assert "Traceback" not in err
     assert not model.exists()
