@@ -22,7 +22,10 @@ class TrainingConfig:
     mask_size: int = 80                  # inpainting square side c (pixels)
     permutations: int = 100              # jigsaw P
     encoder: str = "resnet34"
-    encoder_weights: Optional[str] = None  # local file; nothing is downloaded
+    encoder_weights: str = "none"        # none, imagenet or a weights file (encoder_weights.py)
+    init_model: Optional[str] = None     # a Berunda model to fine-tune (parent_model.py)
+    init_normalization: str = "parent"   # with init_model: the parent's statistics, or recompute
+    freeze_encoder_epochs: int = 0       # the encoder's weights stay fixed for these first epochs
     tile_size: int = 320
     batch_size: int = 8                  # labeled tiles per step (+ as many unlabeled)
     epochs: int = 50

@@ -40,3 +40,8 @@ class NonFiniteLossError(BerundaError):
 
 class OutputError(BerundaError):
     """An output path cannot be written, or would overwrite an input."""
+
+
+class WeightsError(BerundaError):
+    """Pretrained weights cannot be used (unreadable or unsafe file, weights of another
+    encoder, download impossible)."""

@@ -25,6 +25,8 @@ from .batchnorm import recalibrate_batch_norm
 from .config import TrainingConfig
 from .devices import resolve_device
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
+from .initial_weights import (StartingPoint, check_start_parameters, initialise_network,
+                              set_encoder_frozen, starting_point)
 from .labels import ClassInfo, burnt_polygon_labels
 from .model_file import ModelPackage, load_model, save_model
 from .paths import checkpoint_path_for
@@ -94,6 +96,7 @@ def validate_config(config: TrainingConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise InvalidParameterError(message)
+    check_start_parameters(config)
 
 
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
@@ -121,10 +124,12 @@ def _train(config, output_path, outer, resume, prepared) -> TrainingResult:
     lam = effective_lambda(config, task)
     semi = task.uses_unlabeled and lam > 0
     device = resolve_device(config.device)
-    data = prepare_training_data(config, reporter, semi, stats, classes)
+    # Pretrained weights / the model to fine-tune (a resumed run has its own weights).
+    start = starting_point(config, reporter) if not resume else StartingPoint()
+    data = prepare_training_data(config, reporter, semi, stats, classes, parent=start.parent)
     try:
         result = _run(config, task, lam, semi, device, data, output_path, checkpoint_path,
-                      reporter, start_epoch, history, state, resume)
+                      reporter, start_epoch, history, state, resume, start)
     finally:
         data.close()
     if config.validation_images:
@@ -147,13 +152,17 @@ def _attach_validation(model_path: str, config: TrainingConfig, device, reporter
 
 
 def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
-         start_epoch, history, state, resumed_from=None) -> TrainingResult:
+         start_epoch, history, state, resumed_from=None, start=None) -> TrainingResult:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
     arch = describe_network(bands, len(data.classes.values), config.encoder,
                             task.head_channels(bands), task.classifier_classes())
     net = BerundaNetLate(bands, len(data.classes.values), config.encoder, arch["aux_channels"],
-                         arch["aux_classes"], encoder_weights=config.encoder_weights).to(device)
+                         arch["aux_classes"])
+    initialisation = (state.get("initialisation") if state is not None else
+                      initialise_network(net, start or StartingPoint(), data.classes,
+                                         task.task_id, reporter))
+    net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -175,6 +184,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             "training": {"config": config.to_dict(), "seed": config.seed,
                          "device": device.type, "epochs_done": len(history)},
             "history": history,
+            "initialisation": initialisation,
             "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -192,6 +202,9 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
                   f"of {config.tile_size} px.")
     for epoch in range(start_epoch, config.epochs + 1):
         net.train()
+        if set_encoder_frozen(net, epoch <= config.freeze_encoder_epochs):
+            reporter.info(f"Encoder frozen for epochs 1–{config.freeze_encoder_epochs}."
+                          if epoch <= config.freeze_encoder_epochs else "Encoder released.")
         rng = np.random.default_rng([config.seed, epoch])
         gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         torch.manual_seed(config.seed * 100_003 + epoch)   # dropout in the jigsaw classifier
@@ -331,7 +344,8 @@ def _check_output(output_path, config):
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise OutputError(f"Cannot write the model to {output_path}: folder {folder} does not "
                           "exist or is not writable. Choose another OUTPUT_MODEL.")
-    inputs = config.labeled_images + config.labels + config.unlabeled_images
+    inputs = config.labeled_images + config.labels + config.unlabeled_images + \
+        [p for p in (config.init_model, config.encoder_weights) if p and os.path.isfile(p)]
     for p in (output_path, checkpoint_path_for(output_path)):
         if any(os.path.abspath(p) == os.path.abspath(i) for i in inputs):
             raise OutputError(f"OUTPUT_MODEL {output_path} would overwrite the input {p}; "
@@ -362,6 +376,7 @@ def _load_resume(path, config, reporter):
     meta = package.metadata
     classes = ClassInfo.from_metadata(meta["classes"])
     state = {"model": package.state_dict, "optimizer": package.checkpoint["optimizer"],
-             "scaler": package.checkpoint.get("scaler")}
+             "scaler": package.checkpoint.get("scaler"),
+             "initialisation": meta.get("initialisation")}
     reporter.info(f"Resuming from {path} after epoch {done}.")
     return saved, done + 1, list(meta.get("history", [])), meta["normalization"], classes, state
