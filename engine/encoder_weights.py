@@ -96,14 +96,18 @@ def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
             raise WeightsError(f"ENCODER_WEIGHTS: {path} is not a readable .safetensors file "
                                f"({exc}).") from None
     else:
+        if not _torch_file(path):
+            raise WeightsError(f"ENCODER_WEIGHTS: {path} is not a readable PyTorch weights file "
+                               "(truncated or another format); give a .pth/.pt state dict or a "
+                               ".safetensors file.")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
+        except pickle.UnpicklingError:
             raise WeightsError(
-                f"ENCODER_WEIGHTS: refused to load {path}: it holds objects that could run code "
-                f"when opened ({str(exc).splitlines()[0]}), not just weights. Save the encoder's "
-                "state dict instead (torch.save(model.state_dict(), path)) or use .safetensors."
-            ) from None
+                f"ENCODER_WEIGHTS: refused to load {path}: besides weights it holds Python "
+                "objects (e.g. a whole pickled model) that could run code when opened. Save the "
+                "encoder's state dict instead (torch.save(model.state_dict(), path)) or use "
+                ".safetensors.") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError,
                 KeyError, TypeError, AttributeError) as exc:
             raise WeightsError(f"ENCODER_WEIGHTS: {path} is not a readable PyTorch weights file "
@@ -113,6 +117,17 @@ def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
         raise WeightsError(f"ENCODER_WEIGHTS: {path} holds no tensors; a state dict of the "
                            "encoder ({name: tensor}) is expected.")
     return tensors
+
+
+# torch.save's legacy (pre-1.6, non-zip) format starts with this pickled magic number; such
+# files (e.g. torchvision's older ImageNet .pth) are still read.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _torch_file(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(len(_LEGACY_MAGIC))
+    return zipfile.is_zipfile(path) or head == _LEGACY_MAGIC
 
 
 # --- imagenet: smp's published weights -----------------------------------------------------
