@@ -125,6 +125,10 @@ def collect(run) -> Tuple[List[Section], List[str]]:
             if p["pinned"]:
                 value += f"; tested with {p['pinned']}"
             deps.append((p["name"], value))
+        for p in record.get("optional", []):
+            deps.append((f"{p['name']} (optional, ONNX export)",
+                         f"{p['version']} (in {p['location']})" if p["location"] else
+                         "not installed — 'Install dependencies' with WITH_ONNX adds it"))
         device = record["device"]
         dev = [("Summary", device["summary"])]
         if device["torch"]:

@@ -6,8 +6,8 @@ import os
 import time
 
 from qgis.core import (QgsProcessingException, QgsProcessingOutputFile,
-                       QgsProcessingOutputFolder, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFile)
+                       QgsProcessingOutputFolder, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterEnum, QgsProcessingParameterFile)
 
 from ..berunda_plugin import dependencies, installer
 from .base import SetupAlgorithm
@@ -17,6 +17,7 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
     TARGET_FOLDER = "TARGET_FOLDER"
     REQUIREMENTS = "REQUIREMENTS"
     TORCH_BUILD = "TORCH_BUILD"
+    WITH_ONNX = "WITH_ONNX"
     LOG = "LOG"
 
     def name(self):
@@ -41,7 +42,10 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
             "<b>REQUIREMENTS</b>: pip requirements file (default: the plugin's "
             "requirements/requirements.txt).<br>"
             "<b>TORCH_BUILD</b>: auto (cuda when an NVIDIA GPU is present, i.e. nvidia-smi is "
-            "found, else cpu), cpu (PyTorch's small CPU-only wheels) or cuda (GPU build).<br>"
+            "found, else cpu), cpu (PyTorch's small CPU-only wheels) or cuda (GPU build) "
+            "(default: auto).<br>"
+            "<b>WITH_ONNX</b>: also install onnx and onnxruntime (requirements/onnx.txt), which "
+            "'Export model to ONNX' needs (default: no).<br>"
             "Outputs: <b>TARGET_FOLDER</b> and <b>LOG</b>, the pip log file.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -54,6 +58,8 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         self.addParameter(self.advanced(QgsProcessingParameterEnum(
             self.TORCH_BUILD, "torch build", installer.TORCH_BUILDS, defaultValue="auto",
             usesStaticStrings=True)))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.WITH_ONNX, "Also install onnx and onnxruntime (for ONNX export)", False))
         self.addOutput(QgsProcessingOutputFolder(self.TARGET_FOLDER, "Package folder"))
         self.addOutput(QgsProcessingOutputFile(self.LOG, "pip log"))
 
@@ -100,9 +106,11 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         log_path = os.path.join(logs, f"pip-install-{stamp}.log")
         pins = installer.qgis_pins()
         generated = installer.write_constraints(os.path.join(logs, "qgis-constraints.txt"), pins)
+        with_onnx = self.parameterAsBoolean(parameters, self.WITH_ONNX, context)
+        extra = ["-r", dependencies.ONNX_REQUIREMENTS_FILE] if with_onnx else []
         cmd = installer.pip_command(python, target, requirements,
                                     [dependencies.CONSTRAINTS_FILE, generated],
-                                    installer.torch_index_args(build, requirements))
+                                    extra + installer.torch_index_args(build, requirements))
         command = installer.format_command(cmd)
         manual = (f"To install by hand, run in a terminal (with the Python that runs QGIS):\n"
                   f"    {command}")

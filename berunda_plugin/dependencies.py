@@ -20,6 +20,8 @@ from ..engine.environment import REQUIRED, REQUIREMENTS_FILE, nvidia_gpus, nvidi
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSTRAINTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "constraints.txt")
+#: Optional: berunda:export_onnx (onnx writes the file, onnxruntime checks it).
+ONNX_REQUIREMENTS_FILE = os.path.join(PLUGIN_DIR, "requirements", "onnx.txt")
 
 #: Environment variable overriding the plugin-owned package folder.
 PACKAGES_ENV = "BERUNDA_PACKAGES"

@@ -10,6 +10,7 @@ from ..algorithms.classify import ClassifyAlgorithm
 from ..algorithms.compare import CompareAlgorithm
 from ..algorithms.diagnostics import DiagnosticsAlgorithm
 from ..algorithms.evaluate import EvaluateAlgorithm
+from ..algorithms.export_onnx import ExportOnnxAlgorithm
 from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
 from ..algorithms.train import TrainAlgorithm
 
@@ -56,7 +57,7 @@ class BerundaProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         for alg in (TrainAlgorithm(), ClassifyAlgorithm(), EvaluateAlgorithm(), CompareAlgorithm(),
-                    InstallDependenciesAlgorithm(), DiagnosticsAlgorithm()):
+                    ExportOnnxAlgorithm(), InstallDependenciesAlgorithm(), DiagnosticsAlgorithm()):
             self.addAlgorithm(alg)
         for path in sorted(glob.glob(os.path.join(MODELS_DIR, "*.model3"))):
             model = ExampleModel()

@@ -7,7 +7,7 @@ import os
 import tempfile
 
 from ..engine.errors import InvalidParameterError, OutputError
-from ..engine.parameters import CLASSIFY, COMPARE_EXTRA, EVALUATE
+from ..engine.parameters import CLASSIFY, COMPARE_EXTRA, EVALUATE, EXPORT_ONNX
 from .options import values
 
 
@@ -150,6 +150,15 @@ def compare(args, reporter) -> dict:
         "BEST_MEAN_IOU": best.miou_mean if best else None,
         "SUPERVISED_MEAN_IOU": supervised.miou_mean if supervised else None,
     }
+
+
+def export_onnx(args, reporter) -> dict:
+    from ..engine.onnx_export import export_onnx as export
+
+    v = values(args, EXPORT_ONNX)
+    result = export(v["MODEL"], v["OUTPUT"], tile_size=v["TILE_SIZE"] or None, opset=v["OPSET"],
+                    reporter=reporter)
+    return {"OUTPUT": result["output"], "EXPORT": result}
 
 
 def diagnostics(args, reporter) -> dict:

@@ -11,8 +11,8 @@ import sys
 import traceback
 
 from ..engine.errors import BerundaError, Cancelled
-from ..engine.parameters import (CLASSIFY, COMPARE_EXTRA, DEVICES, EVALUATE, TRAIN_EXTRA,
-                                 help_line, training_params)
+from ..engine.parameters import (CLASSIFY, COMPARE_EXTRA, DEVICES, EVALUATE, EXPORT_ONNX,
+                                 TRAIN_EXTRA, help_line, training_params)
 from . import commands
 from .options import add_options
 
@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, help="override the job's DEVICE")
     add_options(p, COMPARE_EXTRA)
     p.set_defaults(run=commands.compare)
+
+    p = sub.add_parser("export-onnx", formatter_class=raw,
+                       help="write a model as ONNX (Deepness, ONNX runtimes)",
+                       description="Write a Berunda model as an ONNX file with Berunda's "
+                                   "preprocessing inside the graph and Deepness's metadata "
+                                   "(berunda:export_onnx). Needs onnx (and onnxruntime for the "
+                                   "check).")
+    add_options(p, EXPORT_ONNX)
+    p.set_defaults(run=commands.export_onnx)
 
     p = sub.add_parser("diagnostics", help="the engine's Python, packages and device",
                        description="What the engine runs with: interpreter, package versions "

@@ -10,10 +10,6 @@ from typing import List, Optional
 class TrainingConfig:
     labeled_images: List[str]
     labels: List[str]
-    # Polygon labels instead of label rasters: burnt onto each image's grid when training starts.
-    label_polygons: Optional[str] = None
-    label_layer: Optional[str] = None
-    class_field: Optional[str] = None
     unlabeled_images: List[str] = field(default_factory=list)
     aux_task: str = "kmeans"
     lam: Optional[float] = None          # None: the task's paper default (SPEC.md)
@@ -22,10 +18,6 @@ class TrainingConfig:
     mask_size: int = 80                  # inpainting square side c (pixels)
     permutations: int = 100              # jigsaw P
     encoder: str = "resnet34"
-    encoder_weights: str = "none"        # none, imagenet or a weights file (encoder_weights.py)
-    init_model: Optional[str] = None     # a Berunda model to fine-tune (parent_model.py)
-    init_normalization: str = "parent"   # with init_model: the parent's statistics, or recompute
-    freeze_encoder_epochs: int = 0       # the encoder's weights stay fixed for these first epochs
     tile_size: int = 320
     batch_size: int = 8                  # labeled tiles per step (+ as many unlabeled)
     epochs: int = 50
@@ -38,6 +30,15 @@ class TrainingConfig:
     max_invalid_fraction: float = 0.5    # windows with more nodata than this are redrawn
     validation_images: List[str] = field(default_factory=list)   # scored after training
     validation_labels: List[str] = field(default_factory=list)
+    # Polygon labels instead of label rasters: burnt onto each image's grid when training starts.
+    label_polygons: Optional[str] = None
+    label_layer: Optional[str] = None
+    class_field: Optional[str] = None
+    # Where the weights start (engine/initial_weights.py).
+    encoder_weights: str = "none"        # none, imagenet or a weights file (encoder_weights.py)
+    init_model: Optional[str] = None     # a Berunda model to fine-tune (parent_model.py)
+    init_normalization: str = "parent"   # with init_model: the parent's statistics, or recompute
+    freeze_encoder_epochs: int = 0       # the encoder's weights stay fixed for these first epochs
 
     def to_dict(self) -> dict:
         return asdict(self)

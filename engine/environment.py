@@ -29,6 +29,9 @@ REQUIRED: Tuple[Tuple[str, str], ...] = (
     ("numpy", "numpy"),
 )
 
+# Optional: berunda:export_onnx (onnx writes the file, onnxruntime checks it).
+OPTIONAL: Tuple[Tuple[str, str], ...] = (("onnx", "onnx"), ("onnxruntime", "onnxruntime"))
+
 # Versions outside these bounds cannot work (an error); any other version that differs from
 # the pin in requirements.txt is only a warning.  numpy 2 breaks QGIS's own compiled modules.
 MINIMUM = {"torch": "2.1", "segmentation-models-pytorch": "0.3", "rasterio": "1.3",
@@ -250,6 +253,8 @@ def report() -> dict:
                    "cuda_build": device.cuda_build, "cuda_available": device.cuda_available,
                    "gpus": [{"name": n, "memory": m} for n, m in device.gpus],
                    "error": device.error},
+        "optional": [{"name": pip, "version": installed_version(pip) if _location(module) else None,
+                      "location": _location(module)} for module, pip in OPTIONAL],
         "nvidia_smi": nvidia_gpus(),
     }
 

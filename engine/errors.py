@@ -45,3 +45,11 @@ class OutputError(BerundaError):
 class WeightsError(BerundaError):
     """Pretrained weights cannot be used (unreadable or unsafe file, weights of another
     encoder, download impossible)."""
+
+
+class MissingDependencyError(BerundaError):
+    """An optional package a feature needs is not installed; the message gives the pip command."""
+
+
+class ExportError(BerundaError):
+    """An export could not be written or failed its check; nothing is left behind."""

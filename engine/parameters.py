@@ -277,6 +277,25 @@ EVALUATE: List[Param] = [
 ]
 
 
+# --- export to ONNX ---------------------------------------------------------------------------
+
+DEFAULT_OPSET = 17
+EXPORT_ONNX: List[Param] = [
+    Param("MODEL", "file", "Berunda model",
+          "a Berunda model file (.pt) written by 'Train segmentation model' (not its "
+          ".checkpoint.pt).", extension="pt"),
+    Param("OUTPUT", "file_out", "ONNX model", "the .onnx file to write.",
+          extension="ONNX models (*.onnx)"),
+    Param("TILE_SIZE", "int", "Tile size (empty = model's)",
+          "tile side in pixels of the exported graph, a multiple of 32 (others are rounded "
+          "up); empty or 0 = the model's training tile size. Larger tiles classify faster in "
+          "Deepness.", optional=True, advanced=True, minimum=0),
+    Param("OPSET", "int", "ONNX opset",
+          f"ONNX operator set version ({DEFAULT_OPSET} suits Deepness and onnxruntime 1.13 or "
+          "newer).", default=DEFAULT_OPSET, advanced=True, minimum=11, maximum=20),
+]
+
+
 def by_id(params: Sequence[Param]) -> Dict[str, Param]:
     return {p.id: p for p in params}
 

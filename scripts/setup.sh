@@ -25,9 +25,9 @@ fi
 STAMP=.venv/.berunda-requirements
 WANT="$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-    echo "== installing pinned Python dependencies (torch from local disk, numpy<2)"
+    echo "== installing pinned Python dependencies (torch from local disk, onnx, numpy<2)"
     .venv/bin/python -m pip install -q -r requirements/requirements.txt -r requirements/dev.txt \
-        -c requirements/constraints.txt
+        -r requirements/onnx.txt -c requirements/constraints.txt
     .venv/bin/python -c "import numpy, sys; sys.exit(numpy.__version__.startswith('1.') is False)" \
         || { echo "numpy 2 got installed into the QGIS environment; aborting" >&2; exit 1; }
     echo "$WANT" > "$STAMP"

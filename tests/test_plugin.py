@@ -46,7 +46,8 @@ assert QgsApplication.processingRegistry().providerById('berunda') is None
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["algorithms"] == ["berunda:classify", "berunda:compare", "berunda:diagnostics",
-                                    "berunda:evaluate", "berunda:install_dependencies",
+                                    "berunda:evaluate", "berunda:export_onnx",
+                                    "berunda:install_dependencies",
                                     "berunda:train", "berunda:train_classify_evaluate"]
     assert result["heavy"] == []
 
@@ -64,6 +65,7 @@ EXPECTED_PARAMETERS = {
     "compare": ["LABELED_IMAGES", "LABELS", "UNLABELED_IMAGES", "VALIDATION_IMAGES",
                 "VALIDATION_LABELS", "AUX_TASKS", "LAMBDAS", "RUNS", "EPOCHS", "SAMPLES_PER_EPOCH",
                 "OUTPUT_TABLE", "OUTPUT_REPORT", "OUTPUT_FOLDER"],
+    "export_onnx": ["MODEL", "OUTPUT", "TILE_SIZE", "OPSET"],
 }
 
 
@@ -113,3 +115,22 @@ def test_missing_dependency_gives_install_instructions(qgis_app, monkeypatch, tm
     message = str(err.value)
     assert "berunda-missing" in message and "pip install" in message
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_every_help_lists_every_parameter_with_its_default(qgis_app):
+    """A help line per parameter, and the default stated wherever there is one."""
+    import re
+
+    from qgis.core import QgsApplication, QgsProcessingDestinationParameter
+
+    for alg in QgsApplication.processingRegistry().providerById("berunda").algorithms():
+        if alg.id() == "berunda:train_classify_evaluate":
+            continue   # the modeler example documents its inputs in the model
+        text = alg.shortHelpString()
+        lines = re.split(r"<br>", text)
+        for param in alg.parameterDefinitions():
+            line = next((l for l in lines if f"<b>{param.name()}</b>" in l), None)
+            assert line is not None, (alg.id(), param.name())
+            default = param.defaultValue()
+            if (default not in (None, "", []) and not isinstance(param, QgsProcessingDestinationParameter)):
+                assert "default" in line, (alg.id(), param.name(), line)
