@@ -240,6 +240,36 @@ def test_imagenet_without_network_fails_fast_and_clearly(rasters, tmp_path, netw
     assert seconds < 40, f"took {seconds:.0f} s"
 
 
+def test_imagenet_weights_in_smps_cache_are_used_without_network(rasters, tmp_path):
+    """Once smp has downloaded them (into Hugging Face's cache), imagenet needs no network:
+    the cache holds a real resnet18 encoder's weights here, the proxy never answers."""
+    from safetensors.torch import save_file
+    from segmentation_models_pytorch.encoders import encoders, get_encoder
+
+    settings = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    repo = settings["repo_id"].replace("/", "--")
+    snapshot = tmp_path / "hf" / "hub" / f"models--{repo}" / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    torch.manual_seed(2)
+    expected = get_encoder("resnet18", in_channels=3, weights=None).state_dict()
+    save_file({k: v.contiguous() for k, v in expected.items()}, str(snapshot / "model.safetensors"))
+    (snapshot / "config.json").write_text("{}")
+    server = _silent_proxy()
+    proxy = f"http://127.0.0.1:{server.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"),
+               HTTPS_PROXY=proxy, https_proxy=proxy, HTTP_PROXY=proxy, http_proxy=proxy)
+    job = write_job(str(tmp_path / "job.json"), config(rasters, encoder_weights="imagenet",
+                                                       aux_task="none"))
+    out = tmp_path / "m.pt"
+    rc, text = _run_cli(job, out, env)
+    assert rc == 0, text
+    meta = load_model(str(out)).metadata
+    assert meta["initialisation"]["encoder_weights"] == "imagenet"
+    assert meta["initialisation"]["source"].endswith("model.safetensors")
+    assert "Downloading" not in text
+
+
 # ---- INIT_MODEL: fine-tuning ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
