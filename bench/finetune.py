@@ -5,13 +5,14 @@ For each seed:
   scratch    trained from random weights on the labels of --target-scenes (parts --target-parts)
   finetune   INIT_MODEL = the parent, trained on the same target labels, same budget
   finetune+freezeK   the same with FREEZE_ENCODER_EPOCHS = K (for each K of --freeze)
-  scratch x2 (--scratch-long) random weights, twice the epochs: as many optimiser steps
+  scratch x2 (--rows ... scratch_long) random weights, twice the epochs: as many optimiser steps
              as parent + fine-tune together, to separate "more compute" from "transfer"
 all supervised (AUX_TASK none), every row scored on the same held-out validation crops
 (centred --val-crop px windows of --val-parts of --val-scenes, as bench/paper.py makes them).
 Writes <out>/runs.json after every run and prints the table (mean ± std over seeds).
 
     .venv/bin/python bench/finetune.py --out out/finetune
+    .venv/bin/python bench/finetune.py --summarize out/finetune-s0 out/finetune-s1   # merged table
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper  # noqa: E402  (its split, crops, reporter and machine description)
+
+
+ROWS = ["parent", "scratch", "finetune", "freeze", "scratch_long"]
 
 
 def parse_args(argv=None):
@@ -52,10 +56,24 @@ def parse_args(argv=None):
     p.add_argument("--val-crop", type=int, default=320)
     p.add_argument("--freeze", type=int, nargs="*", default=[4],
                    help="FREEZE_ENCODER_EPOCHS values tried on top of plain fine-tuning")
-    p.add_argument("--scratch-long", action="store_true",
-                   help="also train from scratch for twice the epochs")
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=ROWS[:4],
+                   help="what to train (the parent is trained when a fine-tuning row needs it); "
+                        "scratch_long = from scratch for twice the epochs")
+    p.add_argument("--summarize", nargs="+", metavar="DIR",
+                   help="only print the table of earlier runs (their runs.json), merged")
     p.add_argument("--device", default="cpu", choices=["auto", "cuda", "cpu"])
     return p.parse_args(argv)
+
+
+def summarize(folders):
+    runs, seconds = [], 0.0
+    for folder in folders:
+        record = json.loads((Path(folder) / "runs.json").read_text())
+        runs += record["runs"]
+        seconds += sum(r["seconds"] for r in record["runs"])
+    rows = list(dict.fromkeys(r["row"] for r in runs))
+    print(markdown(rows, runs))
+    print(f"\n{len(runs)} trainings, {seconds / 60:.1f} min of training + scoring in all")
 
 
 def pairs(data, scenes, parts):
@@ -70,6 +88,8 @@ def pairs(data, scenes, parts):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize)
     from berunda.engine.config import TrainingConfig
     from berunda.engine.devices import resolve_device
     from berunda.engine.trainer import train
@@ -94,9 +114,14 @@ def main(argv=None):
         validation_images=[i for i, _ in validation], validation_labels=[l for _, l in validation])
     parent_data = dict(labeled_images=[i for i, _ in parent_pairs], labels=[l for _, l in parent_pairs])
     target_data = dict(labeled_images=[i for i, _ in target_pairs], labels=[l for _, l in target_pairs])
-    rows = ["parent (scenes %s, no fine-tuning)" % args.parent_scenes, "scratch", "finetune"]
-    rows += [f"finetune + freeze {k}" for k in args.freeze]
-    rows += ["scratch x2 epochs"] if args.scratch_long else []
+    wanted = set(args.rows)
+    if wanted & {"finetune", "freeze"}:
+        wanted.add("parent")
+    rows = (["parent (scenes %s, no fine-tuning)" % args.parent_scenes] if "parent" in wanted else [])
+    rows += ["scratch"] if "scratch" in wanted else []
+    rows += ["finetune"] if "finetune" in wanted else []
+    rows += [f"finetune + freeze {k}" for k in args.freeze] if "freeze" in wanted else []
+    rows += ["scratch x2 epochs"] if "scratch_long" in wanted else []
     env = paper.machine(device)
     print(f"Fine-tuning bench on {env.get('gpu', env['cpu'])}: parent = scenes {args.parent_scenes} "
           f"parts {args.parent_parts} ({len(parent_pairs)} images), target = scenes "
@@ -126,13 +151,15 @@ def main(argv=None):
         return str(path)
 
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        parent = run(rows[0], seed, **parent_data)
-        run("scratch", seed, **target_data)
-        run("finetune", seed, init_model=parent, **target_data)
-        for k in args.freeze:
+        parent = run(rows[0], seed, **parent_data) if "parent" in wanted else None
+        if "scratch" in wanted:
+            run("scratch", seed, **target_data)
+        if "finetune" in wanted:
+            run("finetune", seed, init_model=parent, **target_data)
+        for k in args.freeze if "freeze" in wanted else []:
             run(f"finetune + freeze {k}", seed, init_model=parent, freeze_encoder_epochs=k,
                 **target_data)
-        if args.scratch_long:
+        if "scratch_long" in wanted:
             run("scratch x2 epochs", seed, epochs=2 * args.epochs, **target_data)
         for f in (out / "models").glob(f"*_seed{seed}.pt"):
             f.unlink()
