@@ -129,9 +129,10 @@ def encoder_state_for(encoder_name: str, state: Dict[str, torch.Tensor],
         ref.load_state_dict(aligned, strict=False)
         return ref.state_dict(), notes
     if file_bands != 3:
+        usable = "3 bands (RGB)" + ("" if in_channels == 3 else f" or for {in_channels} bands")
         raise EncoderWeightsMismatch(
             f"its first convolution {conv} takes {file_bands} bands and the images have "
-            f"{in_channels}; only weights for 3 bands (RGB) or for {in_channels} bands can be used")
+            f"{in_channels}; only weights for {usable} can be used")
     check_strict(aligned, ref.state_dict())
     ref.load_state_dict(aligned, strict=False)
     adapt = getattr(ref, "set_in_channels", None)

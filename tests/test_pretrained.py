@@ -187,6 +187,26 @@ def test_a_wrong_weights_file_is_refused_clearly(rasters, tmp_path, case):
     assert sorted(os.listdir(tmp_path)) == ["weights.pth"]
 
 
+def test_weights_of_the_images_band_count_load_as_they_are(tmp_path):
+    """A 4-band encoder (here: a Berunda model's file) fits 4-band images unchanged, and is
+    refused for 3-band images (only RGB weights are adapted)."""
+    from berunda.engine.encoder_weights import encoder_start
+    from berunda.engine.model_file import ModelPackage, save_model
+
+    torch.manual_seed(3)
+    net = BerundaNetLate(4, 5, "resnet18")
+    path = tmp_path / "four_band_model.pt"
+    save_model(str(path), ModelPackage({"any": "header"}, net.state_dict()))
+    log = LogReporter()
+    state, record = encoder_start("resnet18", str(path), 4, log)
+    own = net.unet.encoder.state_dict()
+    assert state.keys() == own.keys() and all(torch.equal(state[k], own[k]) for k in own)
+    assert "adapted" not in log.text and record["file"] == path.name
+    with pytest.raises(WeightsError, match="takes 4 bands and the images have 3; only weights "
+                                           "for 3 bands"):
+        encoder_start("resnet18", str(path), 3, log)
+
+
 def test_weights_values_that_are_not_files_are_refused(rasters, tmp_path):
     with pytest.raises(InvalidParameterError, match="neither none, imagenet nor an existing file"):
         trainer.train(config(rasters, encoder_weights="imagenett"), str(tmp_path / "m.pt"))
