@@ -72,7 +72,8 @@ def encoder_start(encoder: str, value: Optional[str], in_channels: int,
         raise WeightsError(
             f"ENCODER_WEIGHTS {what} does not fit the encoder {encoder}: {exc}. The file is "
             f"probably for another encoder: give a weights file of a {encoder}, or set ENCODER to "
-            "the encoder it was saved from.") from None
+            "the encoder it was saved from (timm checkpoints fit smp's 'tu-' encoders, e.g. "
+            "tu-efficientnet_b0).") from None
     except KeyError:
         raise InvalidParameterError(f"ENCODER {encoder!r} is not a segmentation-models-pytorch "
                                     "encoder (e.g. resnet18, resnet34, efficientnet-b0).") from None

@@ -67,7 +67,8 @@ def initialise_network(net, start: StartingPoint, classes, task_id: str, reporte
         return carry_weights(net, start.parent, classes, task_id, reporter)
     if start.encoder is not None:
         state, record = start.encoder
-        net.unet.encoder.load_state_dict(state)
+        # torch's own strict loader (some smp encoders override load_state_dict)
+        torch.nn.Module.load_state_dict(net.unet.encoder, state)
         return dict(record)
     return {"encoder_weights": "none"}
 

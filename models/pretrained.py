@@ -13,6 +13,7 @@ no file I/O (engine/encoder_weights.py reads files and downloads).
 """
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Tuple
 
 import torch
@@ -25,6 +26,7 @@ WRAPPER_PREFIXES = ("module.", "unet.encoder.", "encoder.", "model.", "backbone.
 HEAD_MODULES = {"fc", "classifier", "head", "last_linear", "_fc", "conv_head", "bn2",
                 "fc_norm", "pre_logits", "global_pool"}
 SHOWN = 5   # how many mismatching tensor names a message lists
+_FLATTENED = re.compile(r"^([A-Za-z_]\w*)\.(\d+)\.")
 
 
 class EncoderWeightsMismatch(ValueError):
@@ -71,7 +73,10 @@ def align_keys(state: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]):
         inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if inner:
             candidates.append(inner)
-    candidates += [{"model." + k: v for k, v in c.items()} for c in list(candidates)]
+    # timm's features-only wrapper (smp's "tu-" encoders) flattens top-level sequences:
+    # "stem.0.weight" becomes "stem_0.weight" under "model.".
+    flat = [{_FLATTENED.sub(r"\1_\2.", k): v for k, v in c.items()} for c in candidates]
+    candidates += [{"model." + k: v for k, v in c.items()} for c in candidates + flat]
     best = max(candidates, key=lambda c: len(own.keys() & c.keys()))
     head = sorted(k for k in best if k not in own and _head_key(k))
     return {k: v for k, v in best.items() if k not in head}, head
@@ -85,6 +90,12 @@ def _head_key(key: str) -> bool:
 
 def _shape(t: torch.Tensor) -> str:
     return "×".join(str(s) for s in t.shape) or "scalar"
+
+
+def load_checked(encoder: nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Load a state dict already checked by check_strict (torch's own loader: some smp
+    encoders override load_state_dict to rename torchvision's keys)."""
+    nn.Module.load_state_dict(encoder, state, strict=False)
 
 
 def check_strict(state: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> None:
@@ -126,7 +137,7 @@ def encoder_state_for(encoder_name: str, state: Dict[str, torch.Tensor],
         if in_channels != 3:
             ref = reference_encoder(encoder_name, in_channels)
         check_strict(aligned, ref.state_dict())
-        ref.load_state_dict(aligned, strict=False)
+        load_checked(ref, aligned)
         return ref.state_dict(), notes
     if file_bands != 3:
         usable = "3 bands (RGB)" + ("" if in_channels == 3 else f" or for {in_channels} bands")
@@ -134,7 +145,7 @@ def encoder_state_for(encoder_name: str, state: Dict[str, torch.Tensor],
             f"its first convolution {conv} takes {file_bands} bands and the images have "
             f"{in_channels}; only weights for {usable} can be used")
     check_strict(aligned, ref.state_dict())
-    ref.load_state_dict(aligned, strict=False)
+    load_checked(ref, aligned)
     adapt = getattr(ref, "set_in_channels", None)
     if adapt is not None:
         adapt(in_channels, pretrained=True)

@@ -207,6 +207,27 @@ def test_weights_of_the_images_band_count_load_as_they_are(tmp_path):
         encoder_start("resnet18", str(path), 3, log)
 
 
+@pytest.mark.parametrize("encoder,timm_name", [("tu-resnet18", "resnet18"),
+                                               ("tu-convnext_atto", "convnext_atto")])
+def test_timm_checkpoints_fit_smps_tu_encoders(tmp_path, encoder, timm_name):
+    """timm's own keys ('stem.0.weight') fit smp's timm-universal encoder ('model.stem_0.weight')."""
+    import timm
+    from segmentation_models_pytorch.encoders import get_encoder
+
+    from berunda.engine.encoder_weights import encoder_start
+
+    torch.manual_seed(4)
+    saved = timm.create_model(timm_name, pretrained=False).state_dict()
+    path = tmp_path / f"{timm_name}.pth"
+    torch.save(saved, path)
+    state, _ = encoder_start(encoder, str(path), 3, LogReporter())
+    assert state.keys() == get_encoder(encoder, weights=None).state_dict().keys()
+    flat = {k.replace("stem.0.", "stem_0.").replace("stem.1.", "stem_1.")
+            .replace("stages.", "stages_", 1): v for k, v in saved.items()}
+    assert all(torch.equal(state[k], flat[k[len("model."):]]) for k in state
+               if not k.endswith("num_batches_tracked"))
+
+
 def test_weights_values_that_are_not_files_are_refused(rasters, tmp_path):
     with pytest.raises(InvalidParameterError, match="neither none, imagenet nor an existing file"):
         trainer.train(config(rasters, encoder_weights="imagenett"), str(tmp_path / "m.pt"))
