@@ -28,7 +28,16 @@ class CompareAlgorithm(BerundaAlgorithm):
             "writes the paper's Table 1: OA and mIoU as mean ± std over seeds, the best row marked, "
             "the gain over supervised. With several λ values the HTML report also plots metric vs "
             "λ per task (the paper's Fig. 3). Cancelling stops after the current step and keeps the "
-            "finished rows.<br>" + help_text(COMPARE_EXTRA) + "<br>"
+            "finished rows.<br>"
+            "<b>How long?</b> The defaults (supervised + kmeans + mumford_shah, 4 runs each: "
+            "12 trainings of 50 epochs × 5000 tiles of 320 px, resnet34) are the paper's GPU "
+            "budget: measured 0.85 tiles/s on one CPU core, about 68 days on a CPU; on a GPU "
+            "(not measured here; an estimate from typical throughput of 100–300 tiles/s) "
+            "about 5–14 h. The first steps of the first training give an estimate of the whole "
+            "comparison in the log (a warning above 3 hours, with what to change) and every "
+            "epoch the time left. Try a small budget first (ENCODER resnet18, TILE_SIZE 128, "
+            "EPOCHS 16, SAMPLES_PER_EPOCH 96, RUNS 2).<br>"
+            + help_text(COMPARE_EXTRA) + "<br>"
             + training_help(single_task=False))
 
     def initAlgorithm(self, config=None):  # noqa: N802

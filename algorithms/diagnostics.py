@@ -219,6 +219,9 @@ class DiagnosticsAlgorithm(SetupAlgorithm):
         results = {self.REPORT: text}
         path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if path:
+            from ..engine.atomic import ensure_folder   # no torch: fine for a set-up algorithm
+
+            ensure_folder(path, self.OUTPUT_REPORT)   # a missing folder is created
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(as_html(sections, problems) if path.lower().endswith((".html", ".htm"))
                              else text + "\n")

@@ -5,6 +5,10 @@
    (goal: ratio >= 0.8 on CPU without overlap).
 2. Memory: peak RSS (ru_maxrss of a fresh subprocess per size) classifying a
    small and a large synthetic raster (goal: large / small <= 1.3).
+3. Defaults (``--defaults``): a model trained at 128 px classifying a 2048 x 2048
+   raster with classify_raster's default parameters (tile, overlap, batch), against
+   the bare network over the same raster in 512-px tiles without overlap
+   (goal: ratio >= 0.6).
 
     .venv/bin/python bench/bench_inference.py --device cpu --encoder resnet18 \
         --throughput-mpx 1 --memory-mpx 1,16
@@ -125,6 +129,32 @@ def throughput(args, folder: str) -> dict:
             "pipeline_mpx_s": round(mpx / end_to_end, 4), "ratio": round(bare / end_to_end, 3)}
 
 
+def defaults(args, folder: str) -> dict:
+    """Default parameters (overlap included) for a model trained on 128-px tiles."""
+    from berunda.engine import inference
+    from berunda.engine.devices import resolve_device
+    from berunda.engine.model_file import load_model
+
+    model = os.path.join(folder, "model128.pt")
+    make_model(model, args.encoder, args.classes, 128)
+    raster = os.path.join(folder, "defaults.tif")
+    side = make_raster(raster, 2048 * 2048 / 1e6, seed=2)
+    pkg = load_model(model)
+    device = resolve_device(args.device)
+    bare_tiles = math.ceil(side / 512) ** 2
+    bare = end_to_end = float("inf")
+    for _ in range(args.repeat):
+        bare = min(bare, bare_forward(pkg, device, bare_tiles, (512, 512), 4))
+        start = time.perf_counter()
+        result = inference.classify_raster(raster, pkg, os.path.join(folder, "out128.tif"),
+                                           device=args.device)
+        end_to_end = min(end_to_end, time.perf_counter() - start)
+    mpx = side * side / 1e6
+    return {"raster_mpx": round(mpx, 3), "tiles_computed": result.tiles,
+            "bare_mpx_s_512": round(mpx / bare, 4), "pipeline_mpx_s": round(mpx / end_to_end, 4),
+            "ratio": round(bare / end_to_end, 3)}
+
+
 def memory_child(args) -> None:
     """Runs in a fresh process: peak RSS before (torch, model, one forward) and after."""
     import torch
@@ -183,6 +213,8 @@ def main() -> None:
                    help="comma-separated sizes in Mpx; the first is the reference")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--defaults", action="store_true",
+                   help="only the case: model trained at 128 px, 2048x2048 raster, defaults")
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--child-raster", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -196,6 +228,15 @@ def main() -> None:
         make_model(args.model, args.encoder, args.classes, args.tile)
         report = {"device": args.device, "encoder": args.encoder, "tile": args.tile,
                   "batch": args.batch, "overlap": args.overlap}
+        if args.defaults:
+            d = defaults(args, folder)
+            report["defaults"] = d
+            print(f"Defaults, model trained at 128 px, {d['raster_mpx']} Mpx "
+                  f"({d['tiles_computed']} tiles computed): bare network at 512-px tiles "
+                  f"{d['bare_mpx_s_512']} Mpx/s, classify_raster {d['pipeline_mpx_s']} Mpx/s, "
+                  f"ratio {d['ratio']} (goal >= 0.6)", flush=True)
+            print(json.dumps(report))
+            return
         if not args.skip_throughput:
             t = throughput(args, folder)
             report["throughput"] = t

@@ -171,12 +171,17 @@ class ConsoleReporter:
         self.reporter = _R()
 
 
+def _with_spread(mean, std):
+    """'mean ± std'; one seed has no spread (its std is NaN): 'mean (spread n/a)'."""
+    return f"{mean:.2f} (spread n/a)" if std != std else f"{mean:.2f} ± {std:.2f}"
+
+
 def markdown(rows, supervised, best):
     lines = ["| mode | aux | λ | runs | OA % | mIoU % | ΔOA | ΔmIoU |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gain = (lambda a, b: "–" if r is supervised or supervised is None else f"{a - b:+.2f}")  # noqa: E731
         cells = [r.mode, "–" if r.task == "none" else r.task, "–" if r.task == "none" else f"{r.lam:g}",
-                 str(len(r.miou)), f"{r.oa_mean:.2f} ± {r.oa_std:.2f}", f"{r.miou_mean:.2f} ± {r.miou_std:.2f}",
+                 str(len(r.miou)), _with_spread(r.oa_mean, r.oa_std), _with_spread(r.miou_mean, r.miou_std),
                  gain(r.oa_mean, supervised.oa_mean if supervised else 0),
                  gain(r.miou_mean, supervised.miou_mean if supervised else 0)]
         if r is best:

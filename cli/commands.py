@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+from ..engine.atomic import ensure_folder
 from ..engine.errors import InvalidParameterError, OutputError
 from ..engine.parameters import CLASSIFY, COMPARE_EXTRA, EVALUATE, EXPORT_ONNX
 from .options import values
@@ -107,10 +108,8 @@ def evaluate(args, reporter) -> dict:
     for name, path in (("OUTPUT_REPORT", report), ("OUTPUT_TABLE", table)):
         if path and os.path.abspath(path) in inputs:
             raise OutputError(f"{name} {path} would overwrite an input; choose another file name.")
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and (not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK)):
-            raise OutputError(f"{name}: cannot write {path}: the folder {folder} does not exist or "
-                              "is not writable. Choose another file name.")
+        if path:
+            ensure_folder(path, name)   # a missing folder is created
     with tempfile.TemporaryDirectory(prefix="berunda_truth_") as scratch:
         if polygons:
             if not v["CLASS_FIELD"]:

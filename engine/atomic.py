@@ -3,8 +3,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
+
+
+def ensure_folder(path: str, label: str) -> str:
+    """Create the folder of an output file if it is missing (as QGIS's own algorithms
+    do); refuse, naming ``label`` and the folder, when it cannot be created or written."""
+    from .errors import OutputError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputError(f"The {label} {path} is a folder; give a file name.")
+    if not os.path.isdir(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"Cannot write the {label} {path}: the folder {folder} cannot be "
+                              f"created ({exc.strerror or exc}; is part of it a file?). Choose "
+                              "another folder.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write the {label} {path}: the folder {folder} is not "
+                          "writable. Choose another folder.")
+    return folder
 
 
 def temporary_path_beside(path: str, suffix: str = "") -> str:
@@ -63,6 +86,42 @@ def atomic_raster_output(path: str):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(tmp + ext)
             raise
+
+
+def size_text(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def write_failure_message(what: str, paths: Sequence[str], needed: int, exc: BaseException,
+                          kept: str = "nothing was written") -> str:
+    """Why writing ``paths`` failed, for a user: the space they need, the space free in
+    their folder and any file-size limit of this process (disk full, quota, ulimit -f)."""
+    folder = os.path.dirname(os.path.abspath(paths[0])) or "."
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    limit = None
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limit = None if soft == resource.RLIM_INFINITY else soft
+    if free is not None and free < needed:
+        cause = f"the disk is full: {size_text(free)} free in {folder}"
+    elif limit is not None and limit < needed:
+        cause = f"this process may not write files over {size_text(limit)} (ulimit -f)"
+    else:
+        cause = ("the disk may be full or a quota reached" +
+                 (f"; {size_text(free)} free in {folder} now" if free is not None else ""))
+    detail = getattr(exc, "__cause__", None) or exc
+    return (f"Could not write the {what} {', '.join(map(str, paths))}: {cause} ({detail}). "
+            f"It needs up to {size_text(needed)}. Free some space or choose another folder; "
+            f"{kept}.")
 
 
 def remove_partial_files(path: str) -> list:

@@ -17,7 +17,7 @@ class ClassWriter:
     def __init__(self, plan, georef: dict, values: Sequence[int], names: Sequence[str],
                  colors: Sequence[str], output: str, dtype: str, nodata: int,
                  probabilities: Optional[str] = None, probabilities_dtype: str = "float32",
-                 confidence: Optional[str] = None):
+                 confidence: Optional[str] = None, tags: Optional[dict] = None):
         self.classes = len(values)
         self.nodata = nodata
         self.lut = np.asarray(values, dtype=dtype)   # network channel i -> class value i
@@ -34,6 +34,8 @@ class ClassWriter:
         try:
             self._open_all(profile, values, names, colors, output, dtype, nodata, probabilities,
                            probabilities_dtype, confidence)
+            for ds in self._datasets:   # e.g. which model made it (berunda:evaluate names it)
+                ds.update_tags(**(tags or {}))
         except BaseException:
             self.close()
             raise
@@ -47,6 +49,8 @@ class ClassWriter:
         if supports_colormap(dtype):
             self.out.write_colormap(1, colormap(values, colors, nodata))
         if probabilities:
+            # One band per class, never a photo: GDAL would tag 3 or 4 Byte bands as RGB(A).
+            profile = dict(profile, photometric="MINISBLACK")
             if probabilities_dtype == "uint8":
                 # 0..255 uses every value: nodata pixels go to an internal mask instead.
                 with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
@@ -95,5 +99,12 @@ class ClassWriter:
             self.conf.write(conf, 1, window=window)
 
     def close(self) -> None:
+        """Close every dataset (flushing it), even when one fails; then raise the first error."""
+        error = None
         while self._datasets:
-            self._datasets.pop().close()
+            try:
+                self._datasets.pop().close()
+            except Exception as exc:   # e.g. the disk filled up while flushing
+                error = error or exc
+        if error is not None:
+            raise error

@@ -6,6 +6,7 @@ import base64
 import csv
 import html
 import io
+import math
 from typing import List
 
 from .atomic import atomic_output
@@ -22,10 +23,19 @@ def write_comparison_csv(rows: List, supervised, best, path: str) -> None:
             writer.writerow(_cells(row, supervised, best))
 
 
+def _spread(std: float) -> str:
+    return "n/a" if math.isnan(std) else f"{std:.2f}"   # one run: no spread to report
+
+
+def _with_spread(mean: str, spread: str) -> str:
+    return f"{mean} (spread n/a)" if spread == "n/a" else f"{mean} ± {spread}"
+
+
 def _cells(row, supervised, best):
     gain = lambda a, b: "" if supervised is None or row is supervised else f"{a - b:+.2f}"  # noqa: E731
     return [row.mode, row.task, f"{row.lam:g}" if row.task != "none" else "", len(row.oa),
-            f"{row.oa_mean:.2f}", f"{row.oa_std:.2f}", f"{row.miou_mean:.2f}", f"{row.miou_std:.2f}",
+            f"{row.oa_mean:.2f}", _spread(row.oa_std), f"{row.miou_mean:.2f}",
+            _spread(row.miou_std),
             gain(row.oa_mean, supervised.oa_mean if supervised else 0),
             gain(row.miou_mean, supervised.miou_mean if supervised else 0),
             "yes" if row is best else "",
@@ -44,7 +54,8 @@ def write_comparison_html(rows: List, supervised, best, path: str, title: str,
         c = _cells(row, supervised, best)
         style = ' style="font-weight:bold;background:#eef6ee"' if row is best else ""
         body.append(f"<tr{style}><td>{c[0]}</td><td>{c[1]}</td><td>{c[2] or '–'}</td><td>{c[3]}</td>"
-                    f"<td>{c[4]} ± {c[5]}</td><td>{c[6]} ± {c[7]}</td><td>{c[8] or '–'}</td>"
+                    f"<td>{_with_spread(c[4], c[5])}</td><td>{_with_spread(c[6], c[7])}</td>"
+                    f"<td>{c[8] or '–'}</td>"
                     f"<td>{c[9] or '–'}</td></tr>")
     body.append("</table>")
     plot = _lambda_plot(rows, supervised)
@@ -83,7 +94,8 @@ def _lambda_plot(rows, supervised):
     for task, task_rows in sorted(by_task.items()):
         task_rows = sorted(task_rows, key=lambda r: r.lam)
         ax.errorbar([max(r.lam, 1e-3) for r in task_rows], [r.miou_mean for r in task_rows],
-                    yerr=[r.miou_std for r in task_rows], marker="o", capsize=3, label=task)
+                    yerr=[0.0 if math.isnan(r.miou_std) else r.miou_std for r in task_rows],
+                    marker="o", capsize=3, label=task)
     if supervised is not None:
         ax.axhline(supervised.miou_mean, color="k", linestyle="--", label="supervised")
     ax.set_xscale("log")

@@ -6,7 +6,7 @@ the truth) are left out.  The class list is the model's classes when given,
 followed by any other value found in either raster."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
@@ -16,7 +16,8 @@ from .errors import Cancelled, DataError, RasterError
 from .metrics import PairCounter, Scores, compute_scores
 from .palette import default_color
 from .progress import Reporter
-from .rasters import block_windows, check_same_grid, describe, open_raster, valid_mask
+from .rasters import (block_windows, check_same_grid, describe, open_raster, read_checked,
+                      valid_mask)
 
 WINDOW = 1024
 
@@ -30,6 +31,8 @@ class EvaluationResult:
     colors: List[str]          # '#RRGGBB'
     matrix: np.ndarray         # rows: truth, columns: prediction, in ``values`` order
     scores: Scores
+    model: Optional[str] = None        # the model that made the prediction, when it says so
+    warnings: List[str] = field(default_factory=list)   # shown in the log and the report
 
     @property
     def pixels(self) -> int:
@@ -54,8 +57,8 @@ def evaluate_rasters(prediction_path: str, truth_path: str, classes: Optional[di
         for i, (r, c, h, w) in enumerate(windows):
             if reporter.cancelled():
                 raise Cancelled("Evaluation cancelled.")
-            t = truth_ds.read(1, window=Window(c, r, w, h))
-            p = pred_ds.read(1, window=Window(c, r, w, h))
+            t = read_checked(truth_ds, Window(c, r, w, h), 1)
+            p = read_checked(pred_ds, Window(c, r, w, h), 1)
             ok = valid_mask(t[None], truth_ds.nodata) & valid_mask(p[None], pred_ds.nodata)
             if label_nodata is not None:
                 ok &= t != label_nodata
@@ -68,10 +71,33 @@ def evaluate_rasters(prediction_path: str, truth_path: str, classes: Optional[di
     matrix = counter.matrix(values)
     names, colors = _names_and_colors(values, classes, truth_path, prediction_path)
     scores = compute_scores(matrix)
-    reporter.info(f"Evaluated {scores.pixels} pixels: overall accuracy "
-                  f"{scores.overall_accuracy:.2f} %, mean IoU {scores.mean_iou:.2f} %, "
-                  f"kappa {scores.kappa:.3f}.")
-    return EvaluationResult(prediction_path, truth_path, values, names, colors, matrix, scores)
+    warnings = _disjoint_classes(counter)
+    for line in warnings:
+        reporter.warning(line)
+    model = _model_of(prediction_path)
+    reporter.info(f"Evaluated {scores.pixels} pixels{' classified by ' + model if model else ''}: "
+                  f"overall accuracy {scores.overall_accuracy:.2f} %, mean IoU "
+                  f"{scores.mean_iou:.2f} %, kappa {scores.kappa:.3f}.")
+    return EvaluationResult(prediction_path, truth_path, values, names, colors, matrix, scores,
+                            model, warnings)
+
+
+def _disjoint_classes(counter: PairCounter) -> List[str]:
+    truth = sorted({t for t, _ in counter.counts})
+    predicted = sorted({p for _, p in counter.counts})
+    if set(truth) & set(predicted):
+        return []
+    return [f"The classified raster and the ground truth share no class value (classified: "
+            f"{', '.join(map(str, predicted))}; ground truth: {', '.join(map(str, truth))}), so "
+            "every pixel counts as wrong. Usually the labels were recoded (e.g. reclassified to "
+            "other values) after the model was trained, or the wrong ground truth was chosen: "
+            "compare rasters that use the same class values."]
+
+
+def _model_of(path: str) -> Optional[str]:
+    """The model berunda:classify recorded in the classified raster's metadata."""
+    with open_raster(path) as ds:
+        return ds.tags().get("BERUNDA_MODEL") or None
 
 
 def _class_values(values: np.ndarray, path: str) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .atomic import ensure_folder
 from .comparison_report import write_comparison_csv, write_comparison_html
 from .config import TrainingConfig
 from .errors import Cancelled, InvalidParameterError
@@ -34,11 +35,14 @@ class ComparisonRow:
     def label(self) -> str:
         return "supervised" if self.task == "none" else f"{self.task} λ={self.lam:g}"
 
-    # sample std (ddof=1) over seeds, 0 for a single run, as "mean ± std over runs" in the paper
+    # sample std (ddof=1) over seeds, as "mean ± std over runs" in the paper; NaN ("n/a")
+    # for a single run, whose spread is unknown rather than 0
     oa_mean = property(lambda self: float(np.mean(self.oa)) if self.oa else float("nan"))
     miou_mean = property(lambda self: float(np.mean(self.miou)) if self.miou else float("nan"))
-    oa_std = property(lambda self: float(np.std(self.oa, ddof=1)) if len(self.oa) > 1 else 0.0)
-    miou_std = property(lambda self: float(np.std(self.miou, ddof=1)) if len(self.miou) > 1 else 0.0)
+    oa_std = property(lambda self: float(np.std(self.oa, ddof=1)) if len(self.oa) > 1
+                      else float("nan"))
+    miou_std = property(lambda self: float(np.std(self.miou, ddof=1)) if len(self.miou) > 1
+                        else float("nan"))
 
 
 @dataclass
@@ -99,7 +103,8 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
                    runs: int, validation_images: Sequence[str], validation_labels: Sequence[str],
                    table_path: str, report_path: str, model_folder: Optional[str] = None,
                    reporter: Optional[Reporter] = None) -> ComparisonResult:
-    from .trainer import train, validate_config
+    from .time_estimate import TrainingClock, validation_pixels
+    from .trainer import TASKS, fit_mask_to_tile, train, validate_config
 
     reporter = reporter or Reporter()
     if runs < 1:
@@ -109,6 +114,9 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
             f"VALIDATION_IMAGES ({len(validation_images)}) and VALIDATION_LABELS "
             f"({len(validation_labels)}) must be non-empty and of the same length.")
     grid = comparison_grid(tasks, lambdas)
+    base = fit_mask_to_tile(base, reporter, [task for task, _ in grid])
+    for label, path in (("OUTPUT_TABLE", table_path), ("OUTPUT_REPORT", report_path)):
+        ensure_folder(path, label)   # before hours of training, not after
     for task, lam in grid:   # refuse bad settings before hours of training
         validate_config(dataclasses.replace(base, aux_task=task, lam=lam))
     rows = [ComparisonRow(task, lam) for task, lam in grid]
@@ -116,10 +124,14 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
     folder = model_folder or tempfile.mkdtemp(prefix="berunda_compare_")
     os.makedirs(folder, exist_ok=True)
     total = len(grid) * runs
+    # One clock over the whole grid: the first steps of the first training estimate it all.
+    steps = -(-base.samples_per_epoch // base.batch_size)
+    tiles = [base.epochs * steps * base.batch_size *
+             (2 if TASKS[task].uses_unlabeled and lam > 0 and base.unlabeled_images else 1)
+             for _ in range(runs) for task, lam in grid]
+    clock = TrainingClock(reporter, base, tiles, validation_pixels(validation_images))
     result = ComparisonResult(rows, table_path, report_path, model_folder)
-    settings = {k: v for k, v in base.to_dict().items() if k not in ("aux_task", "lam", "seed")}
-    settings.update(seeds=f"{base.seed}..{base.seed + runs - 1}",
-                    validation=", ".join(os.path.basename(p) for p in validation_images))
+    settings = chosen_settings(base, [task for task, _ in grid], runs, validation_images)
     try:
         done = 0
         for run in range(runs):           # seed-major: every row gets a first result early
@@ -131,7 +143,7 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
                 name = f"{row.task}_lambda{row.lam:g}_seed{seed}.pt"
                 sub = ScaledReporter(reporter, done / total, (done + 1) / total)
                 reporter.info(f"== {row.label}, seed {seed} ({done + 1}/{total})")
-                trained = train(config, os.path.join(folder, name), sub)
+                trained = train(config, os.path.join(folder, name), sub, clock=clock)
                 model = trained.model_path
                 # A finished run is never resumed: its checkpoint (weights + optimizer state,
                 # ~3x the model) would only fill the disk, run after run.
@@ -155,6 +167,33 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str], lambdas: Optional
             for row in rows:
                 row.models.clear()
     return result
+
+
+# Settings berunda:compare exposes, by parameter id; task hyper-parameters only for the
+# tasks compared.  (Config fields no algorithm exposes are Berunda's, not the user's.)
+SHARED_PARAMETERS = {"ENCODER": "encoder", "TILE_SIZE": "tile_size", "BATCH_SIZE": "batch_size",
+                     "EPOCHS": "epochs", "SAMPLES_PER_EPOCH": "samples_per_epoch",
+                     "LEARNING_RATE": "learning_rate", "DEVICE": "device", "AUGMENT": "augment"}
+TASK_PARAMETERS = {"ALPHA": "alpha", "CLUSTERS": "clusters", "MASK_SIZE": "mask_size",
+                   "PERMUTATIONS": "permutations"}
+
+
+def chosen_settings(base: TrainingConfig, tasks: Sequence[str], runs: int,
+                    validation_images: Sequence[str]) -> dict:
+    import inspect
+
+    from .trainer import TASKS
+
+    names = lambda paths: ", ".join(os.path.basename(p) for p in paths) or "none"  # noqa: E731
+    settings = {"LABELED_IMAGES": names(base.labeled_images),
+                "UNLABELED_IMAGES": names(base.unlabeled_images),
+                "VALIDATION_IMAGES": names(validation_images), "RUNS": runs,
+                "SEED": f"{base.seed}..{base.seed + runs - 1}" if runs > 1 else base.seed}
+    settings.update({key: getattr(base, field) for key, field in SHARED_PARAMETERS.items()})
+    used = {name for t in tasks if t in TASKS for name in inspect.signature(TASKS[t]).parameters}
+    settings.update({key: getattr(base, field) for key, field in TASK_PARAMETERS.items()
+                     if field in used})
+    return settings
 
 
 def _remove(path: str) -> None:

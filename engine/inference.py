@@ -10,10 +10,9 @@ memory does not grow with the raster.  Tiles shared with the next block of the
 same block row are kept instead of recomputed; tiles shared with the next block
 row are recomputed (about one tile row per block row, see ``BlockPlan``).
 
-Tile size: must be a multiple of the network's stride (32); other values are
-rounded up and the rounding is reported through ``reporter.info``.
-Overlap: pixels (int) or a fraction of the tile (float in (0, 1)); default a
-quarter of the tile, which hides seams at about 1.8x the work of no overlap.
+Tile size and overlap: see ``inference_tile`` (by default a tile larger than the
+training tile, sized for the device, and an overlap of a quarter of the training
+tile, in pixels).
 """
 from __future__ import annotations
 
@@ -26,22 +25,22 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from .atomic import atomic_raster_output
+from .atomic import atomic_raster_output, ensure_folder, write_failure_message
 from .background import ReadAhead, WriteBehind
 from .categories import class_encoding, write_category_names
 from .class_writer import ClassWriter
 from .devices import resolve_device
 from .errors import Cancelled, InvalidParameterError, ModelFileError, OutputError, RasterError
+from .inference_tile import NETWORK_STRIDE, choose_tile, overlap_pixels
 from .model_file import ModelPackage, load_model
 from .normalization import normalize
 from .progress import Reporter
-from .rasters import RasterInfo, describe, dtype_family, open_raster, valid_mask
-from .tiling import BlockPlan, round_up
+from .rasters import RasterInfo, describe, dtype_family, open_raster, read_checked, valid_mask
+from .tiling import BlockPlan
 
 PROBABILITY_DTYPES = ("float32", "uint8")
 READ_AHEAD_BATCHES = 3
 WRITE_BEHIND_BLOCKS = 1
-NETWORK_STRIDE = 32   # the U-Net halves the tile 5 times: tiles are multiples of 32
 BLOCK_BUDGET_BYTES = 64 << 20   # a block's probability accumulator (classes + 1 planes)
 
 
@@ -71,7 +70,7 @@ def classify_raster(input_path: str, model: Union[str, ModelPackage], output_pat
     meta = package.metadata
     info = describe(input_path)
     check_compatible(info, meta)
-    check_outputs(input_path, None if isinstance(model, ModelPackage) else model,
+    check_outputs(input_path, package.path,
                   {"output": output_path, "probabilities output": probabilities_path,
                    "confidence output": confidence_path})
     probabilities_dtype = str(probabilities_dtype).lower()
@@ -86,29 +85,41 @@ def classify_raster(input_path: str, model: Union[str, ModelPackage], output_pat
         raise ModelFileError(f"The model lists {len(values)} classes but its network outputs "
                              f"{meta['architecture']['num_classes']}; the file is damaged.")
     names = list(classes.get("names") or [f"class {v}" for v in values])
-    tile = _tile_size(tile_size or meta["tile_size"], NETWORK_STRIDE, reporter)
-    plan = BlockPlan(info.height, info.width, tile, _overlap(overlap, tile), NETWORK_STRIDE,
-                     len(values), BLOCK_BUDGET_BYTES)
     torch_device = resolve_device(device)
-    net = package.build_network(str(torch_device))
+    tile, how = choose_tile(tile_size, meta["tile_size"], torch_device, int(batch_size), reporter)
+    plan = BlockPlan(info.height, info.width, tile, overlap_pixels(overlap, tile, meta["tile_size"]),
+                     NETWORK_STRIDE, len(values), BLOCK_BUDGET_BYTES)
+    reporter.info(f"Tiles of up to {tile} px ({how}), overlap {plan.overlap} px.")
+    net = package.network(str(torch_device))
     out_dtype, out_nodata = class_encoding(values, classes.get("nodata"))
 
-    with contextlib.ExitStack() as stack:
-        tmp = {key: stack.enter_context(_raster_output(path)) if path else None
-               for key, path in (("output", output_path), ("probabilities", probabilities_path),
-                                 ("confidence", confidence_path))}
-        with open_raster(input_path) as src:
-            georef = {"crs": src.crs, "transform": src.transform}
-        writer = ClassWriter(plan, georef, values, names, classes.get("colors") or [],
-                             tmp["output"], out_dtype, out_nodata, tmp["probabilities"],
-                             probabilities_dtype, tmp["confidence"])
-        stack.callback(writer.close)   # closed before the renames (ExitStack unwinds in reverse)
-        tiles = _classify(plan, input_path, meta["normalization"], net, torch_device,
-                          int(batch_size), writer, reporter)
-        writer.close()
-        if not write_category_names(tmp["output"], values, names, out_nodata):
-            reporter.info("Class names were not stored as GDAL category names (GDAL's Python "
-                          "bindings are unavailable, or class values exceed 0..65535).")
+    outputs = [p for p in (output_path, probabilities_path, confidence_path) if p]
+    needed = info.width * info.height * (np.dtype(out_dtype).itemsize + (4 if confidence_path else 0)
+                                         + (len(values) * np.dtype(probabilities_dtype).itemsize
+                                            if probabilities_path else 0))
+    tags = {"BERUNDA_MODEL": package.path or "", "BERUNDA_MODEL_CREATED":
+            meta.get("created", ""), "BERUNDA_TASK": meta["task"].get("id", "")}
+    try:
+        with contextlib.ExitStack() as stack:
+            tmp = {key: stack.enter_context(_raster_output(path)) if path else None
+                   for key, path in (("output", output_path), ("probabilities", probabilities_path),
+                                     ("confidence", confidence_path))}
+            with open_raster(input_path) as src:
+                georef = {"crs": src.crs, "transform": src.transform}
+            writer = ClassWriter(plan, georef, values, names, classes.get("colors") or [],
+                                 tmp["output"], out_dtype, out_nodata, tmp["probabilities"],
+                                 probabilities_dtype, tmp["confidence"], tags)
+            stack.callback(writer.close)   # closed before the renames (ExitStack: reverse order)
+            tiles = _classify(plan, input_path, meta["normalization"], net, torch_device,
+                              int(batch_size), writer, reporter)
+            writer.close()
+            if not write_category_names(tmp["output"], values, names, out_nodata):
+                reporter.info("Class names were not stored as GDAL category names (GDAL's Python "
+                              "bindings are unavailable, or class values exceed 0..65535).")
+    except OSError as exc:   # writing failed (read errors are RasterErrors by now)
+        raise OutputError(write_failure_message(
+            "classification output" + ("s" if len(outputs) > 1 else ""), outputs, needed, exc,
+            "no output was written")) from None
     seconds = time.perf_counter() - start
     mpx = info.width * info.height / 1e6
     reporter.info(
@@ -135,7 +146,8 @@ def check_compatible(info: RasterInfo, meta: dict) -> None:
 
 def check_outputs(input_path: str, model_path: Optional[str],
                   outputs: Dict[str, Optional[str]]) -> None:
-    """Each output is a new, writable file: not an input, not another output."""
+    """Each output is a new, writable file: not an input, not another output; missing
+    folders are created."""
     seen: Dict[str, str] = {}
     for label, path in outputs.items():
         if not path:
@@ -148,16 +160,9 @@ def check_outputs(input_path: str, model_path: Optional[str],
             if _same_file(path, other):
                 raise OutputError(f"The {label} and the {other_label} are the same file {path}; "
                                   "give each output its own name.")
-        if os.path.isdir(path):
-            raise OutputError(f"The {label} {path} is a folder; give a .tif file name.")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise OutputError(f"Cannot write the {label} {path}: the folder {folder} does not "
-                              "exist.")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(f"Cannot write the {label} {path}: the folder {folder} is not "
-                              "writable. Choose another folder.")
         seen[label] = path
+    for label, path in seen.items():
+        ensure_folder(path, label)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -179,36 +184,6 @@ def _raster_output(path: str):
     with contextlib.ExitStack() as stack:
         stack.push(cm.__exit__)
         yield tmp
-
-
-def _tile_size(requested, multiple: int, reporter: Reporter) -> int:
-    try:
-        value = int(requested)
-    except (TypeError, ValueError):
-        value = 0
-    if value <= 0 or value != requested:
-        raise InvalidParameterError(f"TILE_SIZE must be a positive whole number of pixels "
-                                    f"(got {requested!r}).")
-    rounded = round_up(value, multiple)
-    if rounded != value:
-        reporter.info(f"Tile size {value} is not a multiple of {multiple} (the network's "
-                      f"stride); using {rounded}.")
-    return rounded
-
-
-def _overlap(overlap, tile: int) -> int:
-    if overlap is None:
-        return tile // 4
-    if isinstance(overlap, bool) or not isinstance(
-            overlap, (int, float, np.integer, np.floating)) or not np.isfinite(overlap):
-        raise InvalidParameterError(f"OVERLAP must be a number (got {overlap!r}).")
-    if 0 < overlap < 1:
-        return int(round(overlap * tile))
-    if overlap < 0 or overlap != int(overlap) or overlap >= tile:
-        raise InvalidParameterError(
-            f"OVERLAP must be whole pixels from 0 to {tile - 1}, or a fraction of the tile "
-            f"between 0 and 1 (got {overlap}).")
-    return int(overlap)
 
 
 # --- reader thread ------------------------------------------------------------
@@ -242,7 +217,7 @@ def _read_blocks(plan: BlockPlan, path: str, stats: dict, batch_size: int):
             e_c1 = plan.cols.start(block.tile_cols[-1]) + tw
             r0, r1 = max(e_r0, 0), min(e_r1, ds.height)
             c0, c1 = max(e_c0, 0), min(e_c1, ds.width)
-            data = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+            data = read_checked(ds, Window(c0, r0, c1 - c0, r1 - r0))
             valid = valid_mask(data, ds.nodata)
             keys = []
             for ti in block.tile_rows:

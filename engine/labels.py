@@ -14,7 +14,7 @@ import numpy as np
 
 from ..models import IGNORE_INDEX
 from .errors import DataError, InvalidParameterError, RasterError
-from .rasters import block_windows, describe, open_raster
+from .rasters import block_windows, describe, open_raster, read_checked
 
 POLYGON_LABEL_NODATA = -2147483648   # Int32 minimum: never a class value users pick
 
@@ -85,7 +85,7 @@ def scan_classes(label_paths: Sequence[str]) -> ClassInfo:
             from rasterio.windows import Window
 
             for r, c, h, w in block_windows(ds.height, ds.width, 2048):
-                block = ds.read(1, window=Window(c, r, w, h))
+                block = read_checked(ds, Window(c, r, w, h), 1)
                 values, n = np.unique(block, return_counts=True)
                 for v, k in zip(values.tolist(), n.tolist()):
                     if nodata is not None and v == nodata:

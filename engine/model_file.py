@@ -15,13 +15,13 @@ import json
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import torch
 
-from .atomic import atomic_output
-from .errors import ModelFileError
+from .atomic import atomic_output, write_failure_message
+from .errors import ModelFileError, OutputError
 
 FORMAT_NAME = "berunda-model"
 FORMAT_VERSION = 1
@@ -33,6 +33,16 @@ class ModelPackage:
     metadata: Dict[str, Any]
     state_dict: Dict[str, torch.Tensor]
     checkpoint: Optional[Dict[str, Any]] = None   # optimizer/scaler state and epoch
+    path: Optional[str] = None                    # the file it was loaded from
+    _networks: Dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                      compare=False)
+
+    def network(self, device: str = "cpu"):
+        """The network in eval mode, built once per device (classifying many rasters
+        with one package, e.g. validation scoring, pays for it once)."""
+        if device not in self._networks:
+            self._networks[device] = self.build_network(device)
+        return self._networks[device]
 
     def build_network(self, device: str = "cpu"):
         from ..models.network import build_network
@@ -59,8 +69,26 @@ def save_model(path: str, package: ModelPackage) -> None:
     }
     if package.checkpoint is not None:
         payload["checkpoint"] = package.checkpoint
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    existed = os.path.exists(path)
+    try:
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as exc:   # torch reports a full disk as a RuntimeError
+        kept = f"the existing {path} is unchanged" if existed else "nothing was written"
+        what = "checkpoint" if package.checkpoint is not None else "model"
+        raise OutputError(write_failure_message(what, [path], _payload_bytes(payload), exc,
+                                                kept)) from None
+
+
+def _payload_bytes(value) -> int:
+    """Bytes of the tensors in a (nested) payload: about the size of the file."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_payload_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_payload_bytes(v) for v in value)
+    return len(value) if isinstance(value, str) else 0
 
 
 def load_model(path: str) -> ModelPackage:
@@ -105,4 +133,4 @@ def load_model(path: str) -> ModelPackage:
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
         raise ModelFileError(f"{path}: the model header lacks {', '.join(missing)}; retrain it.")
-    return ModelPackage(metadata, payload["state_dict"], payload.get("checkpoint"))
+    return ModelPackage(metadata, payload["state_dict"], payload.get("checkpoint"), path)

@@ -119,7 +119,8 @@ TASK_PARAMS: List[Param] = [
           "number of clusters K of kmeans and mumford_shah.", default=10, advanced=True,
           minimum=2),
     Param("MASK_SIZE", "int", "Inpainting mask size c (pixels)",
-          "side c of the square inpainted (paper: 80 on 320-px tiles).", default=80,
+          "side c of the square inpainted (paper: 80 on 320-px tiles); one not smaller than "
+          "TILE_SIZE is clipped to a quarter of the tile, with a warning.", default=80,
           advanced=True, minimum=1),
     Param("PERMUTATIONS", "int", "Jigsaw permutations P",
           "jigsaw permutation classes P (paper: 100).", default=100, advanced=True, minimum=1,
@@ -211,11 +212,15 @@ COMPARE_EXTRA: List[Param] = [
     Param("VALIDATION_LABELS", "rasters", "Validation label rasters (same order)",
           "one label raster per validation image, same order."),
     Param("AUX_TASKS", "enum", "Auxiliary tasks",
-          "tasks to compare; the supervised baseline is always included.",
+          "auxiliary tasks to compare (the supervised baseline is always included): l1 / l2 "
+          "(reconstruction), kmeans (relaxed k-means segmentation), mumford_shah (Mumford–Shah "
+          "segmentation), inpainting (context encoder), jigsaw (3×3 jigsaw puzzle).",
           default=["kmeans", "mumford_shah"], choices=tuple(t for t in TASK_IDS if t != "none"),
           multiple=True),
     Param("LAMBDAS", "string", "λ values (comma-separated; empty = paper's)",
-          "comma-separated λ values tried for every task; empty = each task's paper value.",
+          "comma-separated λ values tried for every task (e.g. 0.5, 1, 5); empty = each "
+          "task's paper value: l1 0.5, l2 5, kmeans 1, mumford_shah 1, inpainting 5, "
+          "jigsaw 0.5.",
           default="", optional=True),
     Param("RUNS", "int", "Runs (seeds) per configuration",
           "seeds per configuration (paper: 4); seeds are SEED, SEED+1, …", default=4, minimum=1),
@@ -234,13 +239,16 @@ CLASSIFY: List[Param] = [
     Param("INPUT", "raster", "Input raster",
           "raster with the same bands (order, data type family) as the training images."),
     Param("MODEL", "file", "Berunda model", "a Berunda model file (.pt).", extension="pt"),
-    Param("TILE_SIZE", "int", "Tile size (empty = model's)",
-          "tile side in pixels, multiple of 32; empty or 0 = the model's training tile size "
-          "(larger tiles are faster on a GPU).", optional=True, advanced=True, minimum=0),
+    Param("TILE_SIZE", "int", "Tile size (empty = chosen for the device)",
+          "tile side in pixels, multiple of 32; empty or 0 = chosen for speed: 512 px on a "
+          "CPU, 1024 px on a GPU, at least twice the model's training tile, smaller when the "
+          "device's free memory asks for it (the network is fully convolutional: a model "
+          "trained on small tiles classifies large ones as well). The log says which tile was "
+          "used.", optional=True, advanced=True, minimum=0),
     Param("OVERLAP", "float", "Overlap (pixels, or fraction of the tile if < 1)",
           "overlap between tiles, in pixels (≥ 1) or as a fraction of the tile (< 1); empty = "
-          "a quarter of the tile, which hides seams; 0 = none (fastest).", optional=True,
-          advanced=True, minimum=0.0),
+          "a quarter of the model's training tile, which hides seams; 0 = none (fastest).",
+          optional=True, advanced=True, minimum=0.0),
     Param("BATCH_SIZE", "int", "Batch size", "tiles per forward pass.", default=4,
           advanced=True, minimum=1),
     Param("DEVICE", "enum", "Device", "auto, cuda or cpu.", default="auto", advanced=True,
@@ -248,9 +256,11 @@ CLASSIFY: List[Param] = [
     Param("PROBABILITY_TYPE", "enum", "Probability data type",
           "data type of OUTPUT_PROBABILITIES: float32 (0–1) or uint8 (0–255).",
           default="float32", advanced=True, choices=tuple(PROBABILITY_TYPES)),
-    Param("OUTPUT", "raster_out", "Classified raster", "the classified GeoTIFF."),
+    Param("OUTPUT", "raster_out", "Classified raster",
+          "the classified GeoTIFF; its metadata names the model (berunda:evaluate reports "
+          "it). Missing folders are created."),
     Param("OUTPUT_PROBABILITIES", "raster_out", "Class probabilities",
-          "one band of probability per class.", optional=True,
+          "one band of probability per class, described by the class name.", optional=True,
           create_by_default=False),
     Param("OUTPUT_CONFIDENCE", "raster_out", "Confidence",
           "the winning class's probability.", optional=True,
@@ -269,10 +279,15 @@ EVALUATE: List[Param] = [
     Param("CLASS_FIELD", "field", "Class field of the polygons",
           "the integer class field of GROUND_TRUTH_POLYGONS.", optional=True,
           parent="GROUND_TRUTH_POLYGONS"),
-    Param("OUTPUT_REPORT", "file_out", "Evaluation report", "the HTML report.",
+    Param("OUTPUT_REPORT", "file_out", "Evaluation report",
+          "the HTML report; it names the model when the classified raster was made by "
+          "berunda:classify, and warns when the two rasters share no class value (labels "
+          "recoded after training?). Missing folders are created.",
           extension="HTML files (*.html)"),
     Param("OUTPUT_TABLE", "file_out", "Confusion matrix and scores (CSV)",
-          "the confusion matrix and per-class scores as CSV.", optional=True,
+          "one table, one row per class: value, name, per-class scores, its row of the "
+          "confusion matrix (columns predicted_1, predicted_2, … per class value) and the "
+          "overall scores; spreadsheets and pandas read it directly.", optional=True,
           extension="CSV files (*.csv)", create_by_default=False),
 ]
 

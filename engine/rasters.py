@@ -95,6 +95,22 @@ def check_same_grid(reference: RasterInfo, other: RasterInfo, what: str = "label
         )
 
 
+def read_checked(ds, window, indexes=None) -> np.ndarray:
+    """``ds.read`` of a window; a read error (a truncated or damaged file) becomes a
+    RasterError naming the file and the window."""
+    import rasterio
+
+    try:
+        return ds.read(indexes, window=window)
+    except rasterio.errors.RasterioIOError as exc:
+        cause = exc.__cause__ or exc
+        r0, c0 = int(window.row_off), int(window.col_off)
+        raise RasterError(
+            f"Cannot read {ds.name} at rows {r0}-{r0 + int(window.height) - 1}, columns "
+            f"{c0}-{c0 + int(window.width) - 1} ({cause}). The file is damaged or truncated "
+            "(an interrupted copy or download?): copy or export it again.") from None
+
+
 def read_window(ds, row: int, col: int, height: int, width: int,
                 fill: float = 0) -> np.ndarray:
     """Read bands for a window that may stick out of the raster; the outside is
@@ -105,8 +121,8 @@ def read_window(ds, row: int, col: int, height: int, width: int,
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + height, ds.height), min(col + width, ds.width)
     if r1 > r0 and c1 > c0:
-        out[:, r0 - row:r1 - row, c0 - col:c1 - col] = ds.read(
-            window=Window(c0, r0, c1 - c0, r1 - r0))
+        out[:, r0 - row:r1 - row, c0 - col:c1 - col] = read_checked(
+            ds, Window(c0, r0, c1 - c0, r1 - r0))
     return out
 
 

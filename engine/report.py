@@ -1,6 +1,6 @@
 """Evaluation reports: a self-contained HTML page (no external files, opens in any
-browser or QGIS's results viewer) and a CSV for spreadsheets.  Both are written
-atomically."""
+browser or QGIS's results viewer) and a CSV for spreadsheets and pandas (one
+table, one header row).  Both are written atomically."""
 from __future__ import annotations
 
 import csv
@@ -19,6 +19,7 @@ th{background:#eee} td.name,th.name{text-align:left}
 .swatch{display:inline-block;width:1em;height:1em;border:1px solid #555;vertical-align:middle}
 .summary td{font-size:1.2em}
 .diag{font-weight:bold}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:0.5em 1em}
 """
 
 
@@ -46,17 +47,20 @@ def evaluation_html(result: EvaluationResult) -> str:
            f"</title><style>{_CSS}</style></head><body>",
            "<h1>Classification accuracy</h1>",
            f"<p>Classified raster: <code>{e(result.prediction)}</code><br>"
+           + (f"Model: <code>{e(result.model)}</code><br>" if result.model else "") +
            f"Ground truth: <code>{e(result.truth)}</code><br>"
-           f"Pixels compared: {s.pixels:,} (nodata in either raster excluded)</p>",
-           "<table class='summary'><tr><th>Overall accuracy</th><th>Mean IoU</th>"
-           "<th>Cohen's kappa</th></tr>",
-           f"<tr><td>{_pct(s.overall_accuracy)} %</td><td>{_pct(s.mean_iou)} %</td>"
-           f"<td>{_pct(s.kappa, 4)}</td></tr></table>",
-           "<p>Mean IoU averages the classes present in the ground truth or the prediction."
-           "</p>",
-           "<h2>Per class</h2><table><tr><th class='name'>Class</th><th>Value</th>"
-           "<th>Truth pixels</th><th>Predicted pixels</th><th>IoU %</th><th>Precision %</th>"
-           "<th>Recall %</th><th>F1 %</th></tr>"]
+           f"Pixels compared: {s.pixels:,} (nodata in either raster excluded)</p>"]
+    out += [f"<p class='warning'><b>Warning:</b> {e(w)}</p>" for w in result.warnings]
+    out += [
+            "<table class='summary'><tr><th>Overall accuracy</th><th>Mean IoU</th>"
+            "<th>Cohen's kappa</th></tr>",
+            f"<tr><td>{_pct(s.overall_accuracy)} %</td><td>{_pct(s.mean_iou)} %</td>"
+            f"<td>{_pct(s.kappa, 4)}</td></tr></table>",
+            "<p>Mean IoU averages the classes present in the ground truth or the prediction."
+            "</p>",
+            "<h2>Per class</h2><table><tr><th class='name'>Class</th><th>Value</th>"
+            "<th>Truth pixels</th><th>Predicted pixels</th><th>IoU %</th><th>Precision %</th>"
+            "<th>Recall %</th><th>F1 %</th></tr>"]
     for i, v in enumerate(result.values):
         out.append(f"<tr><td class='name'>{label[i]}</td><td>{v}</td>"
                    f"<td>{s.truth_pixels[i]:,}</td><td>{s.predicted_pixels[i]:,}</td>"
@@ -88,25 +92,21 @@ def write_evaluation_html(result: EvaluationResult, path: str) -> str:
 
 
 def evaluation_csv(result: EvaluationResult) -> str:
-    """Three tables separated by an empty line: summary, per-class scores, confusion
-    matrix (rows truth, columns prediction)."""
+    """One tidy table, one row per class: its scores, its row of the confusion matrix
+    (``predicted_<value>``: pixels of this ground-truth class classified as <value>) and
+    the overall scores (the same on every row), e.g. ``pandas.read_csv(path)``."""
     s = result.scores
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["metric", "value"])
-    w.writerows([["overall_accuracy_percent", _num(s.overall_accuracy)],
-                 ["mean_iou_percent", _num(s.mean_iou)], ["kappa", _num(s.kappa, 6)],
-                 ["pixels", s.pixels]])
-    w.writerow([])
     w.writerow(["value", "name", "truth_pixels", "predicted_pixels", "iou_percent",
-                "precision_percent", "recall_percent", "f1_percent"])
+                "precision_percent", "recall_percent", "f1_percent"]
+               + [f"predicted_{v}" for v in result.values]
+               + ["overall_accuracy_percent", "mean_iou_percent", "kappa", "pixels_compared"])
+    overall = [_num(s.overall_accuracy), _num(s.mean_iou), _num(s.kappa, 6), s.pixels]
     for i, v in enumerate(result.values):
         w.writerow([v, result.names[i], int(s.truth_pixels[i]), int(s.predicted_pixels[i]),
-                    _num(s.iou[i]), _num(s.precision[i]), _num(s.recall[i]), _num(s.f1[i])])
-    w.writerow([])
-    w.writerow(["truth \\ prediction"] + [f"{v} {n}" for v, n in zip(result.values, result.names)])
-    for i, v in enumerate(result.values):
-        w.writerow([f"{v} {result.names[i]}"] + [int(n) for n in result.matrix[i]])
+                    _num(s.iou[i]), _num(s.precision[i]), _num(s.recall[i]), _num(s.f1[i])]
+                   + [int(n) for n in result.matrix[i]] + overall)
     return buf.getvalue()
 
 

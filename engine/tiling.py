@@ -50,9 +50,12 @@ def axis_grid(length: int, tile: int, overlap: int, multiple: int) -> AxisGrid:
         # classifying mostly reflected padding.
         size = min(tile, round_up(length + 2 * offset, multiple))
         return AxisGrid(length, size, size, offset, 1)
-    stride = tile - overlap
-    count = 1 + -(-(length + 2 * offset - tile) // stride)
-    return AxisGrid(length, tile, stride, offset, count)
+    count = 1 + -(-(length + 2 * offset - tile) // (tile - overlap))
+    # The same number of tiles, shrunk to just cover the axis: a 2048-px raster in
+    # 512-px tiles with 32 px of overlap takes 5 tiles a side, of 448 px (23 % fewer pixels).
+    tile = min(tile, round_up(-(-(length + 2 * offset + (count - 1) * overlap) // count),
+                              multiple))
+    return AxisGrid(length, tile, tile - overlap, offset, count)
 
 
 def ramp(size: int, overlap: int) -> np.ndarray:

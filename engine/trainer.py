@@ -7,6 +7,7 @@ run (on CPU; CUDA kernels may differ in the last bits).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -32,6 +33,7 @@ from .model_file import ModelPackage, load_model, save_model
 from .paths import checkpoint_path_for
 from .prefetch import prefetch
 from .progress import Reporter, ScaledReporter
+from .time_estimate import TrainingClock
 from .training_data import prepare_training_data
 from .validation import score_model
 from .versions import library_versions
@@ -99,17 +101,34 @@ def validate_config(config: TrainingConfig) -> None:
     check_start_parameters(config)
 
 
+def fit_mask_to_tile(config: TrainingConfig, reporter: Reporter, tasks=None) -> TrainingConfig:
+    """A MASK_SIZE not smaller than TILE_SIZE (e.g. the default 80 with small tiles) is
+    clipped to a quarter of the tile, the paper's ratio, with a warning."""
+    uses_mask = any(t in TASKS and "mask_size" in inspect.signature(TASKS[t]).parameters
+                    for t in tasks or [config.aux_task])
+    if not uses_mask or config.mask_size < config.tile_size:
+        return config
+    clipped = max(1, config.tile_size // 4)
+    reporter.warning(f"MASK_SIZE {config.mask_size} is not smaller than TILE_SIZE "
+                     f"{config.tile_size}; using {clipped} (a quarter of the tile, as the paper's "
+                     "80 px on 320-px tiles).")
+    return dataclasses.replace(config, mask_size=clipped)
+
+
 def train(config: TrainingConfig, output_path: str, reporter: Optional[Reporter] = None,
-          resume: Optional[str] = None, prepared: Optional[dict] = None) -> TrainingResult:
+          resume: Optional[str] = None, prepared: Optional[dict] = None,
+          clock: Optional[TrainingClock] = None) -> TrainingResult:
     """Train and write the model.  ``prepared`` (from a training job: classes and
-    normalisation statistics) is used instead of recomputing them from the rasters."""
+    normalisation statistics) is used instead of recomputing them from the rasters;
+    ``clock`` (berunda:compare) estimates the time of several trainings at once."""
     outer = reporter or Reporter()
+    config = fit_mask_to_tile(config, outer)
     validate_config(config)
     with burnt_polygon_labels(config, outer) as config:
-        return _train(config, output_path, outer, resume, prepared)
+        return _train(config, output_path, outer, resume, prepared, clock)
 
 
-def _train(config, output_path, outer, resume, prepared) -> TrainingResult:
+def _train(config, output_path, outer, resume, prepared, clock) -> TrainingResult:
     # With validation pairs, training gets 90 % of the progress bar and scoring the rest.
     reporter = ScaledReporter(outer, 0.0, 0.9) if config.validation_images else outer
     checkpoint_path = checkpoint_path_for(output_path)
@@ -127,9 +146,10 @@ def _train(config, output_path, outer, resume, prepared) -> TrainingResult:
     # Pretrained weights / the model to fine-tune (a resumed run has its own weights).
     start = starting_point(config, reporter) if not resume else StartingPoint()
     data = prepare_training_data(config, reporter, semi, stats, classes, parent=start.parent)
+    clock = clock or TrainingClock.for_config(reporter, config, semi)
     try:
         result = _run(config, task, lam, semi, device, data, output_path, checkpoint_path,
-                      reporter, start_epoch, history, state, resume, start)
+                      reporter, start_epoch, history, state, resume, clock, start)
     finally:
         data.close()
     if config.validation_images:
@@ -152,7 +172,8 @@ def _attach_validation(model_path: str, config: TrainingConfig, device, reporter
 
 
 def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, reporter,
-         start_epoch, history, state, resumed_from=None, start=None) -> TrainingResult:
+         start_epoch, history, state, resumed_from=None, clock=None,
+         start=None) -> TrainingResult:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
     arch = describe_network(bands, len(data.classes.values), config.encoder,
@@ -200,6 +221,8 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
                   f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
                   f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
                   f"of {config.tile_size} px.")
+    clock.begin(device, (config.epochs - start_epoch + 1) * steps * config.batch_size
+                * (2 if semi and data.unlabeled is not None else 1))
     for epoch in range(start_epoch, config.epochs + 1):
         net.train()
         if set_encoder_frozen(net, epoch <= config.freeze_encoder_epochs):
@@ -233,6 +256,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
             totals["loss"] += loss
             seen += images.shape[0]
             reporter.progress(((epoch - 1) + (step + 1) / steps) / config.epochs)
+            clock.step(images.shape[0])
         seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch,
@@ -253,6 +277,7 @@ def _run(config, task, lam, semi, device, data, output_path, checkpoint_path, re
                       "scaler": scaler.state_dict() if use_amp else {}}
         save_model(checkpoint_path, ModelPackage(metadata(), net.state_dict(), checkpoint))
         last_checkpoint = (checkpoint_path, epoch)
+        clock.epoch_done(epoch, config.epochs)
     # Checkpoints keep the raw running statistics (exact resume); the final model gets
     # statistics recomputed with its final weights.
     recalibrate_batch_norm(net, data, config, semi, device, forward_batch=micro[0])
@@ -338,12 +363,10 @@ def _nan_message(epoch, step, parts, lam, task, last_checkpoint):
 
 
 def _check_output(output_path, config):
+    from .atomic import ensure_folder
     from .errors import OutputError
 
-    folder = os.path.dirname(os.path.abspath(output_path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise OutputError(f"Cannot write the model to {output_path}: folder {folder} does not "
-                          "exist or is not writable. Choose another OUTPUT_MODEL.")
+    ensure_folder(output_path, "OUTPUT_MODEL")   # a missing folder is created
     inputs = config.labeled_images + config.labels + config.unlabeled_images + \
         [p for p in (config.init_model, config.encoder_weights) if p and os.path.isfile(p)]
     for p in (output_path, checkpoint_path_for(output_path)):

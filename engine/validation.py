@@ -3,6 +3,8 @@ validation, and every run of berunda:compare)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -22,19 +24,22 @@ def score_model(model_path: str, images: Sequence[str], labels: Sequence[str], f
     package = load_model(model_path)
     classes = package.metadata["classes"]
     pooled = {}   # (truth value, predicted value) -> pixels, over all validation images
-    for i, (image, label) in enumerate(zip(images, labels)):
-        out = os.path.join(folder, f".validation_{i}.tif")
-        classify_raster(image, package, out, device=device,
-                        reporter=ScaledReporter(reporter, i / len(images), (i + 0.9) / len(images)))
-        try:
+    # One private folder: two trainings writing models to the same folder never share a file.
+    scratch = tempfile.mkdtemp(prefix=".berunda-validation-", dir=folder)
+    try:
+        for i, (image, label) in enumerate(zip(images, labels)):
+            out = os.path.join(scratch, f"{i}.tif")
+            # The package keeps its network: built once for all the rasters.
+            classify_raster(image, package, out, device=device, reporter=ScaledReporter(
+                reporter, i / len(images), (i + 0.9) / len(images)))
             evaluation = evaluate_rasters(out, label, classes=classes)
-        finally:
-            for leftover in (out, out + ".aux.xml"):
-                if os.path.exists(leftover):
-                    os.remove(leftover)
-        for i_t, tv in enumerate(evaluation.values):
-            for i_p, pv in enumerate(evaluation.values):
-                pooled[(tv, pv)] = pooled.get((tv, pv), 0) + int(evaluation.matrix[i_t, i_p])
+            for leftover in os.listdir(scratch):   # keep the disk use of one raster
+                os.remove(os.path.join(scratch, leftover))
+            for i_t, tv in enumerate(evaluation.values):
+                for i_p, pv in enumerate(evaluation.values):
+                    pooled[(tv, pv)] = pooled.get((tv, pv), 0) + int(evaluation.matrix[i_t, i_p])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     values = sorted({v for pair in pooled for v in pair})
     index = {v: i for i, v in enumerate(values)}
     matrix = np.zeros((len(values), len(values)), np.int64)

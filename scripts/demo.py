@@ -4,10 +4,12 @@ Trains a small semi-supervised model (relaxed k-means auxiliary task) on a few
 annotated Dubai images plus many unannotated ones, classifies a held-back
 scene's image, evaluates it against its labels and prints OA / mIoU and where
 the classified GeoTIFF is.  Sized to finish in a few minutes on a 2-core CPU.
+Training's log (time estimate, every epoch) is printed as it comes.
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,10 +20,8 @@ QGIS_PROCESS = str(REPO / "scripts" / "qgis_process")
 
 
 def run(alg, params):
-    args = [QGIS_PROCESS, "--json", "run", alg, "--"]
-    for key, value in params.items():
-        for v in value if isinstance(value, list) else [value]:
-            args.append(f"{key}={v}")
+    """Run an algorithm with --json; print its log once it is done (quick steps)."""
+    args = [QGIS_PROCESS, "--json", "run", alg, "--"] + _cli(params)
     t0 = time.time()
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -31,6 +31,57 @@ def run(alg, params):
         print("   ", line)
     print(f"  {alg} took {time.time() - t0:.0f} s")
     return out["results"]
+
+
+def run_streaming(alg, params):
+    """Run an algorithm printing its log as it comes (training: the time estimate and
+    every epoch), not only at the end; returns the results (one-line values)."""
+    t0 = time.time()
+    results, tail = {}, []
+    for line in stream_log(alg, params, results, tail):
+        print("   ", line, flush=True)
+    if results.get("_returncode"):
+        sys.exit(f"{alg} failed:\n" + "\n".join(tail[-60:]))
+    print(f"  {alg} took {time.time() - t0:.0f} s")
+    return results
+
+
+PROGRESS = re.compile(r"^(?:\d+|\.)+(?: - done\.)?")   # qgis_process's "0...10...20" bar
+PARAMETER = re.compile(r"^([A-Z][A-Z0-9_]*):\t?(.*)$")
+
+
+def stream_log(alg, params, results, tail):
+    """Yield qgis_process's log lines while it runs; fill ``results`` from its Results
+    block (and ``_returncode``) and keep every raw line in ``tail``."""
+    args = [QGIS_PROCESS, "run", alg, "--"] + _cli(params)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    section, previous = None, ""
+    for raw in proc.stdout:
+        tail.append(raw.rstrip())
+        line = PROGRESS.sub("", raw.strip()).strip()
+        if line in ("Inputs", "Results"):
+            section = line
+            continue
+        if not line or set(line) == {"-"} or line.startswith(("QStandardPaths", "<string>")):
+            continue
+        match = PARAMETER.match(line)
+        if section == "Results" and match:
+            results[match.group(1)] = match.group(2)
+        elif section == "Inputs" and match:
+            continue
+        elif not previous.startswith(line):   # the progress text repeats the line before
+            section, previous = "log", line
+            yield line
+    results["_returncode"] = proc.wait()
+
+
+def _cli(params):
+    args = []
+    for key, value in params.items():
+        for v in value if isinstance(value, list) else [value]:
+            args.append(f"{key}={v}")
+    return args
 
 
 def main():
@@ -63,7 +114,7 @@ def main():
     model = out / "model.pt"
     print(f"1/3 Training kmeans (semi-supervised) on {len(labeled)} annotated + {len(unlabeled)} "
           "unannotated images")
-    train = run("berunda:train", {
+    train = run_streaming("berunda:train", {
         "LABELED_IMAGES": [img(n) for n in labeled], "LABELS": [lab(n) for n in labeled],
         "UNLABELED_IMAGES": [img(n) for n in unlabeled], "AUX_TASK": "kmeans",
         "ENCODER": "resnet18", "TILE_SIZE": 128, "BATCH_SIZE": 4, "EPOCHS": args.epochs,
@@ -72,7 +123,7 @@ def main():
     print(f"2/3 Classifying held-back image {held_back}")
     classified = out / f"{held_back}_classified.tif"
     run("berunda:classify", {"INPUT": img(held_back), "MODEL": train["OUTPUT_MODEL"],
-                             "TILE_SIZE": 256, "OUTPUT": str(classified)})
+                             "OUTPUT": str(classified)})
     print("3/3 Evaluating against its labels")
     report = out / "evaluation.html"
     scores = run("berunda:evaluate", {"PREDICTION": str(classified), "GROUND_TRUTH": lab(held_back),

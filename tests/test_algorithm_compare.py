@@ -47,9 +47,13 @@ class RecordingFeedback:
         class Feedback(QgsProcessingFeedback):
             def __init__(self):
                 super().__init__()
-                self.progress_values, self.lines, self.scored = [], [], 0
+                self.progress_values, self.lines, self.scored, self.texts = [], [], 0, []
                 self.progress_at_scores = []   # progress (%) when each run's score was logged
                 self.progressChanged.connect(self.progress_values.append)
+
+            def setProgressText(self, text):  # noqa: N802 (QGIS API)
+                super().setProgressText(text)
+                self.texts.append(text)
 
             def pushInfo(self, info):  # noqa: N802 (QGIS API)
                 super().pushInfo(info)
@@ -140,6 +144,18 @@ def test_html_report_shows_the_table_without_plot_for_single_lambdas(grid_run):
     assert "s7.tif" in page                               # settings name the validation image
 
 
+def test_settings_list_the_parameters_the_user_set_and_only_those(grid_run):
+    result, _, _ = grid_run
+    page = Path(result["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    settings = dict(re.findall(r"<tr><td>([A-Z_]+)</td><td>([^<]*)</td></tr>", page))
+    assert settings["ENCODER"] == "resnet18" and settings["TILE_SIZE"] == "64"
+    assert settings["RUNS"] == "2" and settings["SEED"] == "0..1"
+    assert settings["MASK_SIZE"] == "16" and settings["CLUSTERS"] == "4"   # tasks compared
+    assert "PERMUTATIONS" not in settings                 # jigsaw is not compared
+    for internal in ("amp", "max_invalid_fraction", "encoder_weights", "labels"):
+        assert f"<td>{internal}</td>" not in page         # no algorithm exposes them
+
+
 def test_output_folder_keeps_every_model(grid_run):
     from berunda.engine.model_file import load_model
 
@@ -171,14 +187,27 @@ def test_progress_covers_the_whole_grid(grid_run):
         assert 100 * i / total < p <= 100 * (i + 1) / total + 1e-6
 
 
+def test_the_first_steps_estimate_the_whole_grid_and_each_epoch_has_an_eta(grid_run):
+    _, _, feedback = grid_run
+    total = (len(TASKS) + 1) * RUNS
+    estimates = [line for line in feedback.lines if line.startswith("Time estimate")]
+    assert len(estimates) == 1 and f"{total} trainings will take about" in estimates[0]
+    assert "with validation scoring" in estimates[0]
+    etas = [line for line in feedback.lines if line.startswith("Epoch 1/1 (training ")]
+    assert len(etas) == total and etas[-1].startswith(f"Epoch 1/1 (training {total}/{total}): "
+                                                      "about ")
+    assert len(feedback.texts) == total and all("left" in t for t in feedback.texts)
+
+
 def test_several_lambdas_embed_the_sensitivity_plot(qgis_app, validation, tmp_path):
     result = run_compare(base_params(validation, tmp_path, AUX_TASKS=["l2"],
                                      LAMBDAS="0.5, 2", RUNS=1))
     rows = read_table(result["OUTPUT_TABLE"])
     assert [(r["aux"], r["lambda"], r["runs"]) for r in rows] == [
         ("none", "", "1"), ("l2", "0.5", "1"), ("l2", "2", "1")]
-    assert [r["oa_std"] for r in rows] == ["0.00"] * 3   # one run: std 0
+    assert [(r["oa_std"], r["miou_std"]) for r in rows] == [("n/a", "n/a")] * 3   # one run
     page = Path(result["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    assert "± 0.00" not in page and page.count("(spread n/a)") == 6
     assert "Sensitivity to λ" in page
     found = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert found, "no embedded PNG"

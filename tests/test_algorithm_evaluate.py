@@ -122,12 +122,17 @@ def check_scores(result):
     assert result["MEAN_IOU"] == pytest.approx(100 * (370 / 480 + 440 / 540 + 190 / 240) / 3)
 
 
-def read_csv_tables(path):
-    """The CSV's three tables (summary, per class, matrix), split at the empty lines."""
+def read_table(path):
+    """The CSV is one rectangular table under one header row (what spreadsheets and
+    pandas.read_csv expect): one dict per class."""
     text = Path(path).read_text(encoding="utf-8")
-    tables = [list(csv.reader(io.StringIO(block))) for block in text.strip().split("\n\n")]
-    assert len(tables) == 3, text
-    return tables
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows and all(len(r) == len(rows[0]) for r in rows), text
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+def matrix_of(rows):
+    return [[int(r[f"predicted_{c['value']}"]) for c in rows] for r in rows]
 
 
 def test_scores_report_and_table_match_the_hand_computed_matrix(qgis_app, rasters, tmp_path):
@@ -148,19 +153,18 @@ def test_scores_report_and_table_match_the_hand_computed_matrix(qgis_app, raster
     assert f"{EXPECTED['oa']:.2f} %" in page and f"{EXPECTED['miou']:.2f} %" in page
     assert f"{EXPECTED['kappa']:.4f}" in page
 
-    summary, per_class, matrix = read_csv_tables(table)
-    summary = dict(summary[1:])
-    assert float(summary["overall_accuracy_percent"]) == pytest.approx(EXPECTED["oa"], abs=1e-4)
-    assert float(summary["mean_iou_percent"]) == pytest.approx(EXPECTED["miou"], abs=1e-4)
-    assert float(summary["kappa"]) == pytest.approx(EXPECTED["kappa"], abs=1e-6)
-    assert int(summary["pixels"]) == 1130
-    head, rows = per_class[0], per_class[1:]
-    assert [(int(r[0]), r[1]) for r in rows] == [(v, NAMES[v]) for v in (1, 2, 5)]
+    rows = read_table(table)
+    for summary in rows:   # the overall scores, on every row
+        assert float(summary["overall_accuracy_percent"]) == pytest.approx(EXPECTED["oa"],
+                                                                           abs=1e-4)
+        assert float(summary["mean_iou_percent"]) == pytest.approx(EXPECTED["miou"], abs=1e-4)
+        assert float(summary["kappa"]) == pytest.approx(EXPECTED["kappa"], abs=1e-6)
+        assert int(summary["pixels_compared"]) == 1130
+    assert [(int(r["value"]), r["name"]) for r in rows] == [(v, NAMES[v]) for v in (1, 2, 5)]
     for key in ("iou", "precision", "recall", "f1"):
-        column = head.index(f"{key}_percent")
-        assert [float(r[column]) for r in rows] == pytest.approx(EXPECTED[key], abs=1e-4)
-    assert matrix[0][1:] == [f"{v} {NAMES[v]}" for v in (1, 2, 5)]
-    assert [[int(x) for x in r[1:]] for r in matrix[1:]] == MATRIX
+        assert [float(r[f"{key}_percent"]) for r in rows] == pytest.approx(EXPECTED[key],
+                                                                          abs=1e-4)
+    assert matrix_of(rows) == MATRIX
 
 
 def test_window_by_window_gives_the_same_scores(qgis_app, rasters, tmp_path, monkeypatch):
@@ -209,8 +213,7 @@ def test_polygon_ground_truth_gives_the_same_scores(qgis_app, rasters, tmp_path)
                            "CLASS_FIELD": "cls", "OUTPUT_REPORT": str(tmp_path / "poly.html"),
                            "OUTPUT_TABLE": str(table)})
     check_scores(result)
-    matrix = read_csv_tables(table)[2]
-    assert [[int(x) for x in r[1:]] for r in matrix[1:]] == MATRIX
+    assert matrix_of(read_table(table)) == MATRIX
 
 
 def test_polygon_layer_object_is_accepted(qgis_app, rasters, tmp_path):
@@ -284,13 +287,14 @@ def test_real_classified_dubai_crop(qgis_app, tmp_path):
     page = report.read_text(encoding="utf-8")
     for name in ("building", "land", "road", "vegetation", "water"):
         assert name in page
-    summary, per_class, matrix = read_csv_tables(table)
+    rows = read_table(table)
     with rasterio.open(truth) as ds:
         t = ds.read(1)
-    assert int(dict(summary[1:])["pixels"]) == int((t != 0).sum())   # label nodata 0 left out
+    assert int(rows[0]["pixels_compared"]) == int((t != 0).sum())   # label nodata 0 left out
     # the matrix's rows are the label's pixels per class
-    values = [int(r[0]) for r in per_class[1:]]
-    row_sums = {v: sum(int(x) for x in r[1:]) for v, r in zip(values, matrix[1:])}
+    values = [int(r["value"]) for r in rows]
+    row_sums = {v: sum(m) for v, m in zip(values, matrix_of(rows))}
     assert row_sums == {v: int((t == v).sum()) for v in values}
-    assert float(dict(summary[1:])["overall_accuracy_percent"]) == pytest.approx(
+    assert float(rows[0]["overall_accuracy_percent"]) == pytest.approx(
         result["OVERALL_ACCURACY"], abs=1e-4)
+    assert f"Model: <code>{model}</code>" in page          # the prediction names its model

@@ -101,8 +101,9 @@ def test_processing_refuses_bad_inputs_without_leaving_a_file(qgis_app, dubai_mo
              "not a readable Berunda model", "berunda:train")
     _refused({"MODEL": checkpoint_path_for(dubai_model), "OUTPUT": out}, tmp_path,
              "training checkpoint", "OUTPUT_MODEL")
-    _refused({"MODEL": dubai_model, "OUTPUT": str(tmp_path / "no" / "m.onnx")}, tmp_path,
-             "does not exist")
+    (tmp_path / "a_file").write_text("not a folder")   # a missing folder would be created
+    _refused({"MODEL": dubai_model, "OUTPUT": str(tmp_path / "a_file" / "m.onnx")}, tmp_path,
+             "cannot be created")
     _refused({"MODEL": dubai_model, "OUTPUT": str(tmp_path / "m.txt")}, tmp_path,
              "must end in .onnx")
 

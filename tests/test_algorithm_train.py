@@ -89,7 +89,9 @@ def test_cancel_from_feedback_keeps_last_checkpoint_and_resumes(qgis_app, tmp_pa
         run_train(params, feedback)
     checkpoint = tmp_path / "c.checkpoint.pt"
     assert not model.exists()
-    assert load_model(str(checkpoint)).checkpoint["epoch"] == 1
+    # the engine (its own process) sees the cancel at the start of its next step: the
+    # checkpoint is that of epoch 1, or of epoch 2 when the cancel arrived as epoch 2 ended
+    assert load_model(str(checkpoint)).checkpoint["epoch"] in (1, 2)
     result = run_train(dict(params, RESUME=str(checkpoint)))
     history = load_model(result["OUTPUT_MODEL"]).metadata["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]

@@ -1,7 +1,6 @@
 """Evaluation against hand-computed confusion matrices; nodata exclusion, grid
 checks, class names and colours, HTML and CSV reports."""
 import csv
-import io
 import os
 
 import numpy as np
@@ -112,13 +111,44 @@ def test_reports(tmp_path, pair):
     page = open(html_path, encoding="utf-8").read()
     assert "76.47 %" in page and "a&amp;b" in page and "background:#FF0000" in page
     assert "<script" not in page and "http" not in page          # self-contained
-    sections = open(csv_path, encoding="utf-8").read().split("\n\n")
-    summary, per_class, matrix = (list(csv.reader(io.StringIO(s))) for s in sections)
-    assert float(dict(summary[1:])["overall_accuracy_percent"]) == pytest.approx(100 * 13 / 17)
-    assert per_class[1][:4] == ["1", "a&b", "7", "7"]
-    assert [[int(x) for x in row[1:]] for row in matrix[1:]] == EXPECTED.tolist()
+    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))   # one table, one header
+    assert all(float(r["overall_accuracy_percent"]) == pytest.approx(100 * 13 / 17) for r in rows)
+    assert [rows[0][k] for k in ("value", "name", "truth_pixels", "predicted_pixels")] == [
+        "1", "a&b", "7", "7"]
+    assert [[int(r[f"predicted_{v}"]) for v in (1, 2, 3)] for r in rows] == EXPECTED.tolist()
     assert evaluation_csv(result) == open(csv_path, encoding="utf-8").read()
     assert sorted(os.listdir(tmp_path)) == ["pred.tif", "report.csv", "report.html", "truth.tif"]
+
+
+def test_prediction_and_truth_without_a_common_class_are_called_out(tmp_path):
+    from berunda.engine.progress import Reporter
+
+    class Log(Reporter):
+        warnings = []
+
+        def warning(self, message):
+            self.warnings.append(message)
+
+    recoded = write(tmp_path / "truth10.tif", TRUTH * 10, 0)   # labels recoded 1..3 -> 10..30
+    pred = write(tmp_path / "pred.tif", PRED, 255)
+    log = Log()
+    result = evaluate_rasters(pred, recoded, reporter=log)
+    assert result.scores.overall_accuracy == 0
+    assert len(log.warnings) == 1 and log.warnings == result.warnings
+    assert "share no class value" in log.warnings[0] and "10, 20, 30" in log.warnings[0]
+    assert "recoded" in log.warnings[0]
+    write_evaluation_html(result, str(tmp_path / "r.html"))
+    assert "share no class value" in open(tmp_path / "r.html", encoding="utf-8").read()
+    assert evaluate_rasters(*[pred, write(tmp_path / "t.tif", TRUTH, 0)]).warnings == []
+
+
+def test_the_report_names_the_model_recorded_in_the_prediction(tmp_path, pair):
+    with rasterio.open(pair[0], "r+") as ds:
+        ds.update_tags(BERUNDA_MODEL="/models/dubai.pt")
+    result = evaluate_rasters(*pair)
+    assert result.model == "/models/dubai.pt"
+    write_evaluation_html(result, str(tmp_path / "r.html"))
+    assert "Model: <code>/models/dubai.pt</code>" in open(tmp_path / "r.html").read()
 
 
 def test_confusion_matrix_and_scores_directly():

@@ -320,15 +320,25 @@ def test_output_paths_are_checked(tmp_path, crop, model_file):
     with pytest.raises(OutputError, match="same file"):
         classify_raster(path, model_file, out, probabilities_path=str(tmp_path / "p.tif"),
                         confidence_path=str(tmp_path / "p.tif"), device="cpu")
-    missing = str(tmp_path / "nowhere" / "c.tif")
-    with pytest.raises(OutputError, match="nowhere"):
-        classify_raster(path, model_file, missing, device="cpu")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(OutputError, match="cannot be created"):
+        classify_raster(path, model_file, str(blocked / "c.tif"), device="cpu")
+    blocked.unlink()
     if os.geteuid() != 0:   # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)
         with pytest.raises(OutputError, match="locked"):
             classify_raster(path, model_file, str(locked / "c.tif"), device="cpu")
     assert os.listdir(tmp_path) in ([], ["locked"])
+
+
+def test_missing_output_folders_are_created(tmp_path, crop, model_file):
+    out = tmp_path / "new" / "deeper" / "c.tif"
+    prob = tmp_path / "other" / "p.tif"
+    classify_raster(crop[0], model_file, str(out), tile_size=128, probabilities_path=str(prob),
+                    device="cpu")
+    assert out.is_file() and prob.is_file()
 
 
 def test_parameters_are_checked(tmp_path, crop, small):
