@@ -21,7 +21,6 @@ class TrainingConfig:
     confidence: float = 0.95             # consistency: pseudo-label threshold τ
     ema_decay: float = 0.0               # consistency: EMA teacher decay (0 = no teacher)
     encoder: str = "resnet34"
-    encoder_weights: Optional[str] = None  # local file; nothing is downloaded
     tile_size: int = 320
     batch_size: int = 8                  # labeled tiles per step (+ as many unlabeled)
     epochs: int = 50
@@ -39,6 +38,11 @@ class TrainingConfig:
     label_polygons: Optional[str] = None
     label_layer: Optional[str] = None
     class_field: Optional[str] = None
+    # Where the weights start (engine/initial_weights.py).
+    encoder_weights: str = "none"        # none, imagenet or a weights file (encoder_weights.py)
+    init_model: Optional[str] = None     # a Berunda model to fine-tune (parent_model.py)
+    init_normalization: str = "parent"   # with init_model: the parent's statistics, or recompute
+    freeze_encoder_epochs: int = 0       # the encoder's weights stay fixed for these first epochs
 
     def to_dict(self) -> dict:
         return asdict(self)

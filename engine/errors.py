@@ -42,6 +42,11 @@ class OutputError(BerundaError):
     """An output path cannot be written, or would overwrite an input."""
 
 
+class WeightsError(BerundaError):
+    """Pretrained weights cannot be used (unreadable or unsafe file, weights of another
+    encoder, download impossible)."""
+
+
 class MissingDependencyError(BerundaError):
     """An optional package a feature needs is not installed; the message gives the pip command."""
 

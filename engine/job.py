@@ -27,12 +27,13 @@ from typing import Optional
 from .atomic import atomic_output
 from .config import TrainingConfig
 from .errors import InvalidParameterError
+from .parameters import ENCODER_WEIGHT_KEYWORDS
 
 FORMAT = "berunda-training-job"
 SCHEMA_VERSION = 1
 PATH_LIST_KEYS = ("labeled_images", "labels", "unlabeled_images", "validation_images",
                   "validation_labels")
-PATH_KEYS = ("label_polygons",)
+PATH_KEYS = ("label_polygons", "init_model", "encoder_weights")
 
 
 class JobFileError(InvalidParameterError):
@@ -56,11 +57,17 @@ def common_root(config: TrainingConfig) -> str:
         return ""
 
 
+def _is_path(value) -> bool:
+    """A file path (not empty, not a keyword such as ENCODER_WEIGHTS' none / imagenet)."""
+    return (isinstance(value, str) and bool(value.strip())
+            and value.strip().lower() not in ENCODER_WEIGHT_KEYWORDS)
+
+
 def _paths(values: dict):
     for key in PATH_LIST_KEYS:
         yield from values.get(key) or []
     for key in PATH_KEYS:
-        if values.get(key):
+        if _is_path(values.get(key)):
             yield values[key]
 
 
@@ -151,7 +158,7 @@ def _relocate(values: dict, base: str, recorded_root: str, data_root: Optional[s
         if isinstance(out.get(key), list):
             out[key] = [move(p) for p in out[key]]
     for key in PATH_KEYS:
-        if out.get(key):
+        if _is_path(out.get(key)):
             out[key] = move(out[key])
     return out
 

@@ -19,6 +19,8 @@ TASK_IDS = ["none", "l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw"
 PAPER_LAMBDA = {"none": 0.0, "l1": 0.5, "l2": 5.0, "kmeans": 1.0, "mumford_shah": 1.0,
                 "inpainting": 5.0, "jigsaw": 0.5, "consistency": 1.0}
 DEVICES = ["auto", "cuda", "cpu"]
+ENCODER_WEIGHT_KEYWORDS = ("none", "imagenet")   # ENCODER_WEIGHTS values that are not files
+INIT_NORMALIZATIONS = ("parent", "recompute")
 PROBABILITY_TYPES = ["float32", "uint8"]
 # Encoders offered in the dialog (any smp encoder name is accepted; engine/encoders.py checks).
 COMMON_ENCODERS = ["resnet34", "resnet18", "resnet50", "resnext50_32x4d", "efficientnet-b0",
@@ -169,8 +171,8 @@ TASK_PARAMS: List[Param] = [
 
 NETWORK_PARAMS: List[Param] = [
     Param("ENCODER", "string", "Encoder",
-          "a segmentation-models-pytorch encoder, with random initial weights (nothing is "
-          "downloaded). The dialog offers the common ones (" + ", ".join(COMMON_ENCODERS) +
+          "a segmentation-models-pytorch encoder; its initial weights: ENCODER_WEIGHTS. The "
+          "dialog offers the common ones (" + ", ".join(COMMON_ENCODERS) +
           "); headless (qgis_process, the command line, a training job) any smp encoder name "
           "is accepted, timm models as tu-<name>. A misspelt name is refused with the closest "
           "names.", default="resnet34", advanced=True, hints=tuple(COMMON_ENCODERS)),
@@ -202,6 +204,27 @@ NETWORK_PARAMS: List[Param] = [
           default=True, advanced=True),
 ]
 
+# Where the weights start: pretrained encoder weights, or a Berunda model to fine-tune.
+START_PARAMS: List[Param] = [
+    Param("INIT_MODEL", "file", "Start from a Berunda model (fine-tune)",
+          "a Berunda model (.pt) to fine-tune: same ENCODER and bands. With the same class "
+          "values (or a subset) every weight is carried over; with other classes the encoder "
+          "and decoder are, and the supervised head starts anew. The auxiliary head is carried "
+          "over when AUX_TASK and its shape are the same. The new model records its parent.",
+          optional=True, extension="pt"),
+    Param("INIT_NORMALIZATION", "enum", "Normalisation when fine-tuning",
+          "with INIT_MODEL: parent (reuse the parent's per-band statistics, which its weights "
+          "learned with) or recompute (from these images, e.g. for another sensor or data "
+          "type).", default="parent", advanced=True, choices=INIT_NORMALIZATIONS),
+    Param("ENCODER_WEIGHTS", "string", "Encoder weights (none, imagenet or a file)",
+          "initial encoder weights: none (random, the paper's protocol), imagenet "
+          "(segmentation-models-pytorch's ImageNet weights for ENCODER, downloaded once into "
+          "its cache: needs internet), or the path of a weights file (.pth/.pt/.safetensors "
+          "state dict of the encoder, from torchvision, timm or smp). Weights for 3 bands are "
+          "adapted to other band counts as smp does. Not with INIT_MODEL.", default="none",
+          advanced=True),
+]
+
 VALIDATION_IMAGES = Param("VALIDATION_IMAGES", "rasters", "Validation images (optional)",
                           "held-out images; the final model is classified on them and its OA / "
                           "mIoU are stored in the model file.", optional=True)
@@ -213,7 +236,7 @@ def training_params(single_task: bool = True) -> List[Param]:
     """The parameters berunda:train and berunda:compare share, in dialog order."""
     task = [AUX_TASK, LAMBDA] if single_task else []
     return [_LABELED, _LABELS, _POLYGONS, _CLASS_FIELD, _UNLABELED, _BANDS, *task, *TASK_PARAMS,
-            *NETWORK_PARAMS]
+            *NETWORK_PARAMS, *START_PARAMS]
 
 
 TRAIN_EXTRA: List[Param] = [

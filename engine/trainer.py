@@ -28,6 +28,8 @@ from .devices import resolve_device
 from .encoders import check_encoder
 from .errors import InvalidParameterError, ModelFileError, NonFiniteLossError, TrainingCancelled
 from .label_grid import labels_on_image_grids
+from .initial_weights import (StartingPoint, check_start_parameters, initialise_network,
+                              set_encoder_frozen, starting_point)
 from .labels import ClassInfo, burnt_polygon_labels
 from .loss_balance import make_balance
 from .model_file import ModelPackage, load_model, save_model
@@ -129,6 +131,7 @@ def validate_config(config: TrainingConfig) -> None:
         if not ok:
             raise InvalidParameterError(message)
     check_band_list(config.bands)
+    check_start_parameters(config)
 
 
 def fit_mask_to_tile(config: TrainingConfig, reporter: Reporter, tasks=None) -> TrainingConfig:
@@ -176,11 +179,13 @@ def _train(config, output_path, outer, resume, prepared, clock) -> TrainingResul
     semi = task.uses_unlabeled and (lam == "auto" or lam > 0)
     ranks = distributed.current()
     device = distributed.start(ranks, resolve_device(config.device))
-    data = prepare_training_data(config, reporter, semi, stats, classes)
+    # Pretrained weights / the model to fine-tune (a resumed run has its own weights).
+    start = starting_point(config, reporter) if not resume else StartingPoint()
+    data = prepare_training_data(config, reporter, semi, stats, classes, parent=start.parent)
     clock = clock or TrainingClock.for_config(reporter, config, semi)
     try:
         result = _run(config, task, semi, device, data, output_path, checkpoint_path,
-                      reporter, start_epoch, history, state, resume, clock, ranks)
+                      reporter, start_epoch, history, state, resume, clock, ranks, start)
     finally:
         data.close()
     distributed.finish(ranks)
@@ -207,13 +212,17 @@ def _attach_validation(model_path: str, config: TrainingConfig, device, reporter
 
 def _run(config, task, semi, device, data, output_path, checkpoint_path, reporter,
          start_epoch, history, state, resumed_from=None, clock=None,
-         ranks=distributed.Ranks()) -> Optional[TrainingResult]:
+         ranks=distributed.Ranks(), start=None) -> Optional[TrainingResult]:
     torch.manual_seed(config.seed)
     bands = data.bands["count"]
     arch = describe_network(bands, len(data.classes.values), config.encoder,
                             task.head_channels(bands), task.classifier_classes())
     net = BerundaNetLate(bands, len(data.classes.values), config.encoder, arch["aux_channels"],
-                         arch["aux_classes"], encoder_weights=config.encoder_weights).to(device)
+                         arch["aux_classes"])
+    initialisation = (state.get("initialisation") if state is not None else
+                      initialise_network(net, start or StartingPoint(), data.classes,
+                                         task.task_id, reporter))
+    net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     criterion = make_supervised_loss(config.supervised_loss, data.classes.pixel_counts)
     use_amp = config.amp and device.type == "cuda"
@@ -244,6 +253,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
             "training": {"config": config.to_dict(), "seed": config.seed,
                          "device": device.type, "epochs_done": len(history)},
             "history": history,
+            "initialisation": initialisation,
             "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -266,6 +276,9 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
                 * (2 if semi and data.unlabeled is not None else 1))
     for epoch in range(start_epoch, config.epochs + 1):
         net.train()
+        if set_encoder_frozen(net, epoch <= config.freeze_encoder_epochs):
+            reporter.info(f"Encoder frozen for epochs 1–{config.freeze_encoder_epochs}."
+                          if epoch <= config.freeze_encoder_epochs else "Encoder released.")
         # each rank its own stream (seed, epoch, rank); one process: (seed, epoch) as always
         rng = np.random.default_rng([config.seed, epoch, *ranks.seed_parts()])
         task_seed = config.seed * 100_003 + epoch + 7_919 * ranks.rank
@@ -375,7 +388,8 @@ def _check_output(output_path, config):
     from .errors import OutputError
 
     ensure_folder(output_path, "OUTPUT_MODEL")   # a missing folder is created
-    inputs = config.labeled_images + config.labels + config.unlabeled_images
+    inputs = config.labeled_images + config.labels + config.unlabeled_images + \
+        [p for p in (config.init_model, config.encoder_weights) if p and os.path.isfile(p)]
     for p in (output_path, checkpoint_path_for(output_path)):
         if any(os.path.abspath(p) == os.path.abspath(i) for i in inputs):
             raise OutputError(f"OUTPUT_MODEL {output_path} would overwrite the input {p}; "
@@ -407,6 +421,7 @@ def _load_resume(path, config, reporter):
     classes = ClassInfo.from_metadata(meta["classes"])
     state = {"model": package.state_dict, "optimizer": package.checkpoint["optimizer"],
              "scaler": package.checkpoint.get("scaler"),
-             "balance": package.checkpoint.get("balance"), "task": package.checkpoint.get("task")}
+             "balance": package.checkpoint.get("balance"), "task": package.checkpoint.get("task"),
+             "initialisation": meta.get("initialisation")}
     reporter.info(f"Resuming from {path} after epoch {done}.")
     return saved, done + 1, list(meta.get("history", [])), meta["normalization"], classes, state

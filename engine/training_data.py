@@ -109,11 +109,15 @@ def _check_validation_pairs(config: TrainingConfig, ref, indexes) -> None:
 
 
 def prepare_training_data(config: TrainingConfig, reporter: Reporter, uses_unlabeled: bool,
-                          stats: Optional[dict] = None,
-                          classes: Optional[ClassInfo] = None) -> TrainingData:
+                          stats: Optional[dict] = None, classes: Optional[ClassInfo] = None,
+                          parent=None) -> TrainingData:
+    """``parent`` (INIT_MODEL, engine/parent_model.py) gives the classes and statistics
+    unless they are given (resume, training job)."""
     bands = describe_bands(config)
     reporter.info("Scanning label rasters for classes…")
     scanned = scan_classes(config.labels)
+    if parent is not None:
+        classes, stats = _from_parent(parent, config, bands, scanned, reporter, classes, stats)
     if classes is None:
         classes = scanned
     elif not set(scanned.values) <= set(classes.values):
@@ -145,9 +149,22 @@ def prepare_job_data(config: TrainingConfig, reporter: Reporter) -> dict:
     prepare_training_data computes them."""
     bands = describe_bands(config)
     reporter.info("Scanning label rasters for classes…")
-    classes = scan_classes(config.labels)
+    classes, stats = scan_classes(config.labels), None
+    if config.init_model:
+        from .parent_model import load_parent
+
+        parent = load_parent(config, reporter)
+        classes, stats = _from_parent(parent, config, bands, classes, reporter, None, None)
     return {"bands": bands, "classes": classes.to_metadata(),
-            "normalization": training_statistics(config, bands["indexes"])}
+            "normalization": stats or training_statistics(config, bands["indexes"])}
+
+
+def _from_parent(parent, config, bands, scanned, reporter, classes, stats):
+    from .parent_model import check_bands, classes_for, statistics_for
+
+    check_bands(parent, bands)
+    return (classes or classes_for(parent, scanned, reporter),
+            stats or statistics_for(parent, config, reporter))
 
 
 def training_statistics(config: TrainingConfig, bands) -> dict:

@@ -34,7 +34,6 @@ class BerundaNetLate(nn.Module):
         encoder_name: str = "resnet34",
         aux_channels: int = 0,
         aux_classes: int = 0,
-        encoder_weights: Optional[str] = None,
     ):
         super().__init__()
         import segmentation_models_pytorch as smp
@@ -44,8 +43,8 @@ class BerundaNetLate(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         aux_params = dict(classes=aux_classes, pooling="avg") if aux_classes > 0 else None
-        # encoder_weights is never handed to smp (it would download); a local
-        # file is loaded below instead.
+        # Random initial weights: pretrained ones (ENCODER_WEIGHTS, INIT_MODEL) are loaded
+        # by engine/initial_weights.py, strictly and with a clear message when they do not fit.
         self.unet = smp.Unet(
             encoder_name=encoder_name,
             encoder_weights=None,
@@ -59,8 +58,6 @@ class BerundaNetLate(nn.Module):
             if aux_channels > 0
             else None
         )
-        if encoder_weights:
-            load_encoder_weights(self.unet.encoder, encoder_weights)
 
     @property
     def output_stride(self) -> int:
@@ -93,20 +90,6 @@ class BerundaNetLate(nn.Module):
     def shared_parameters(self) -> List[nn.Parameter]:
         """Encoder and decoder weights: what the supervised and auxiliary losses share."""
         return list(self.unet.encoder.parameters()) + list(self.unet.decoder.parameters())
-
-
-def load_encoder_weights(encoder: nn.Module, path: str) -> None:
-    """Load a local encoder state dict (e.g. ImageNet weights saved by timm/smp)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    own = encoder.state_dict()
-    # Layers whose shape differs (e.g. the first conv for a band count other than 3) keep
-    # their random init.
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ValueError(f"Encoder weights file {path} matches none of the encoder's layers")
-    encoder.load_state_dict(usable, strict=False)
 
 
 def build_network(architecture: dict) -> BerundaNetLate:
