@@ -10,7 +10,7 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 demo: setup
 	$(PY) scripts/demo.py --data "$(DATA)"

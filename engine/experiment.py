@@ -91,7 +91,9 @@ def parse_lambdas(text: Optional[str]) -> Optional[List[Union[float, str]]]:
             raise InvalidParameterError(f"LAMBDAS: {part!r} is not a number; give comma-separated "
                                         "values such as 0.5, 1, 5, auto, paper.") from None
         if not 0 <= value < float("inf"):
-            raise InvalidParameterError(f"LAMBDAS: {value} must be a finite number >= 0.")
+            raise InvalidParameterError(
+                f"LAMBDAS: {part} is {'negative' if value < 0 else 'not finite'}; give numbers "
+                ">= 0 (0 = supervised), 'auto' or 'paper', comma-separated.")
         values.append(value)
     return values or None
 

@@ -141,8 +141,8 @@ def parse_lambda(text):
         raise ValueError(f"LAMBDA {text!r} is neither a number nor 'auto'; give a value such as "
                          "0.5, or leave it empty for auto.") from None
     if not 0 <= value < float("inf"):
-        raise ValueError(f"LAMBDA {text} must be a finite number >= 0 (0 = supervised), or "
-                         "empty / 'auto'.")
+        raise ValueError(f"LAMBDA {text} is {'negative' if value < 0 else 'not finite'}; give "
+                         "a number >= 0 (0 = supervised), or empty / 'auto'.")
     return value
 
 TASK_PARAMS: List[Param] = [

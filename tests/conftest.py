@@ -16,13 +16,18 @@ def _ensure_plugin_link() -> None:
     PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
     link = PLUGINS_DIR / "berunda"
     if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
+        try:
+            link.symlink_to(REPO, target_is_directory=True)
+        except FileExistsError:   # another pytest-xdist worker made it first
+            pass
 
 
 _ensure_plugin_link()
 sys.path.insert(0, str(PLUGINS_DIR))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# `make test` runs two pytest-xdist workers on two cores: one thread each (two threads
+# each would oversubscribe the CPU and slow training ~10×); alone, two threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 # The algorithms run Berunda's engine in a child process: the venv's interpreter, where
 # torch, smp and rasterio are installed (a real user's QGIS uses its package folder).
 os.environ.setdefault("BERUNDA_PYTHON", str(REPO / ".venv" / "bin" / "python"))

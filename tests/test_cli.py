@@ -105,8 +105,15 @@ def weights(path):
     return load_model(str(path)).state_dict
 
 
+def metadata(path):
+    from berunda.engine.model_file import load_model
+
+    return load_model(str(path)).metadata
+
+
 @pytest.mark.slow
-def test_job_from_qgis_trained_on_the_command_line_then_classified_in_qgis(qgis_app, tmp_path):
+def test_job_from_qgis_trained_on_the_command_line_then_classified_in_qgis(qgis_app, tmp_path,
+                                                                         monkeypatch):
     """berunda:train writes the job (and trains); `python -m berunda train` trains the job
     to the very same weights (CPU, same seed); berunda:classify uses that model in QGIS."""
     import processing
@@ -116,6 +123,9 @@ def test_job_from_qgis_trained_on_the_command_line_then_classified_in_qgis(qgis_
     params = dict(TINY, LABELED_IMAGES=[image("scene1_part1")], LABELS=[label("scene1_part1")],
                   UNLABELED_IMAGES=[image("scene2_part1")], AUX_TASK="kmeans", DEVICE="cpu",
                   EXPORT_JOB=str(tmp_path / "job.json"), OUTPUT_MODEL=str(tmp_path / "qgis.pt"))
+    # the engine process QGIS starts uses as many CPU threads as berunda() below: another
+    # thread count sums floats in another order (weights then differ by ~1e-8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     result = processing.run("berunda:train", params)
     assert result["EXPORT_JOB"] == str(tmp_path / "job.json")
     job = read_job(str(tmp_path / "job.json"))
@@ -129,6 +139,11 @@ def test_job_from_qgis_trained_on_the_command_line_then_classified_in_qgis(qgis_
     assert f"OUTPUT_MODEL: {tmp_path / 'cli.pt'}" in out.stdout
     assert "epoch 1/1" in out.stderr
     a, b = weights(tmp_path / "qgis.pt"), weights(tmp_path / "cli.pt")
+    ma, mb = metadata(tmp_path / "qgis.pt"), metadata(tmp_path / "cli.pt")
+    ca, cb = ma["training"]["config"], mb["training"]["config"]
+    assert ca == cb, {k: (ca.get(k), cb.get(k)) for k in set(ca) | set(cb) if ca.get(k) != cb.get(k)}
+    assert ma["normalization"] == mb["normalization"]
+    assert ma["history"][0]["loss"] == mb["history"][0]["loss"], (ma["history"], mb["history"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     classified = processing.run("berunda:classify", {

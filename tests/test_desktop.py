@@ -20,6 +20,8 @@ from helpers import TINY, image, label, patch_engine
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / ".build" / "plugins"
+# one worker runs the desktop files (xvfb-run -a picks displays racily; dist/ is shared)
+pytestmark = pytest.mark.xdist_group("desktop")
 ARTIFACTS = REPO / "tests" / "artifacts"
 MODEL3 = REPO / "resources" / "models" / "berunda_train_classify_evaluate.model3"
 QGIS_PROCESS_BIN = shutil.which("qgis_process.bin") or "qgis_process.bin"

@@ -21,7 +21,8 @@ import pytest
 from helpers import TINY, image, label
 from test_desktop import assert_real_screenshot, clean_env, xvfb_run
 
-pytestmark = pytest.mark.slow
+# one worker runs the desktop files (xvfb-run -a picks displays racily; dist/ is shared)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("desktop")]
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / ".build" / "plugins"
