@@ -60,7 +60,8 @@ def rasters(tmp_path_factory):
         "folder": folder,
         "image": write_raster(folder / "image.tif", image, geo),
         "label": write_raster(folder / "label.tif", label, lgeo, cmap),
-        "image4": write_raster(folder / "image4.tif", four, geo),
+        # MINISBLACK: 4 byte bands without it are RGBA to GDAL (the 4th band its alpha)
+        "image4": write_raster(folder / "image4.tif", four, geo, photometric="MINISBLACK"),
         "image_u16": write_raster(folder / "image_u16.tif", image.astype(np.uint16) * 257, geo),
         "label_other": write_raster(folder / "label_other.tif", other, lgeo),
         "label_subset": write_raster(folder / "label_subset.tif", subset, lgeo, cmap),
