@@ -335,7 +335,7 @@ def test_same_classes_carry_every_weight_and_record_the_parent(rasters, parent, 
     record = meta["initialisation"]
     assert record["parent"]["file"] == "parent.pt"
     assert record["parent"]["sha256"] == sha256(parent)
-    assert record["parent"]["task"] == {"id": "kmeans", "lambda": 1.0}
+    assert record["parent"]["task"] == {"id": "kmeans", "lambda": "auto"}   # LAMBDA default
     assert record["parent"]["classes"] == {"values": [2, 3, 4, 5], "names": mother.metadata[
         "classes"]["names"]}
     assert record["reinitialised"] == []
