@@ -76,3 +76,14 @@ def qgis_app():
         provider = BerundaProvider()   # keep a Python reference: the registry does not
         registry.addProvider(provider)
     yield app
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test`), the tests sharing a module-scoped fixture (a trained
+    model, a comparison grid) run on one worker, so the fixture is built once, not per worker."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        defs = getattr(item, "_fixtureinfo", None)
+        if defs and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values() if d):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
