@@ -9,7 +9,8 @@ that no task needs a per-task λ sweep; every task goes through the same object:
     balance.backward(scaler, ls, lu, lam, share)
     balance.update(ls_step, lu_step) # after the optimiser step
 
-Methods (``METHODS``; ``DEFAULT_METHOD`` chosen by measurement, bench/README.md):
+Methods (``METHODS``; ``DEFAULT_METHOD`` = ``magnitude``, the simplest and the
+fixed point of the other two; they have not been measured against it yet — bench/README.md):
 
 - ``magnitude``: λ_t = EMA(Ls) / EMA(Lu) (bias-corrected EMAs over past steps,
   β = 0.99, clipped to [1e-3, 1e3]): the weighted auxiliary loss keeps the size of

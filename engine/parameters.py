@@ -191,7 +191,8 @@ NETWORK_PARAMS: List[Param] = [
     Param("SUPERVISED_LOSS", "enum", "Supervised loss",
           "ce = cross-entropy (the paper); weighted_ce = cross-entropy with median-frequency "
           "class weights from the label pixel counts (rare classes such as roads or water weigh "
-          "more, at most 10×); ce_dice = cross-entropy + Dice loss.", default="ce",
+          "more, at most 10×); ce_dice = cross-entropy + Dice loss (the best mean mIoU on the "
+          "Dubai benchmark, +0.8, within its noise: worth a try for rare classes).", default="ce",
           advanced=True, choices=tuple(SUPERVISED_LOSSES)),
     Param("LEARNING_RATE", "float", "Learning rate", "Adam learning rate (paper: 1e-4).",
           default=1e-4, advanced=True, minimum=0.0),

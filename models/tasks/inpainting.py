@@ -22,7 +22,10 @@ by all N valid pixels (the paper's eq. 6 with eq. 2; default) or by the ‖M‖ 
 ones (SPEC.md's first reading, (T/c)² = 16× larger at c = 80 on 320 px).  Under
 LAMBDA=auto the two differ only by a constant factor, which the balance removes.
 
-Choice by measurement: bench/README.md, "Inpainting and jigsaw variants".
+Why ``ignore`` + ``pixels`` are the defaults: no label under the blank reaches Ls at no extra
+forward pass, and /N is the paper's eq. 6.  Measured so far: that pair only (seed 0, 26.95
+mIoU at the paper's λ 5, bench/README.md, issue 12); the other variants stay reachable for
+the measurement still to run.
 """
 from __future__ import annotations
 

@@ -22,7 +22,9 @@ out-of-context cells never occur at inference); ``supervision`` says how:
 
 With no unlabeled raster at all, ``labeled_ordered`` leaves nothing to shuffle
 (the puzzle is trivial); give unlabeled rasters for jigsaw.
-Choice by measurement: bench/README.md, "Inpainting and jigsaw variants".
+Why ``labeled_ordered`` is the default: Ls keeps all its labels (``ordered_only`` drops 70 %
+of them) and no shuffled cell reaches Ls.  The variants have not been measured against each
+other yet (bench/README.md, issue 12); ``shuffled`` stays reachable only for that measurement.
 
 Permutation sets: Noroozi & Favaro's Algorithm 1 ("maxtotal") adds, among all
 9! permutations, the one with the largest *total* Hamming distance to those
