@@ -16,6 +16,7 @@ from .atomic import ensure_folder
 from .comparison_report import write_comparison_csv, write_comparison_html
 from .config import TrainingConfig
 from .errors import Cancelled, InvalidParameterError
+from .parameters import lambda_number
 from .progress import Reporter, ScaledReporter
 
 
@@ -86,14 +87,10 @@ def parse_lambdas(text: Optional[str]) -> Optional[List[Union[float, str]]]:
             values.append(part.lower())
             continue
         try:
-            value = float(part)
-        except ValueError:
-            raise InvalidParameterError(f"LAMBDAS: {part!r} is not a number; give comma-separated "
-                                        "values such as 0.5, 1, 5, auto, paper.") from None
-        if not 0 <= value < float("inf"):
-            raise InvalidParameterError(
-                f"LAMBDAS: {part} is {'negative' if value < 0 else 'not finite'}; give numbers "
-                ">= 0 (0 = supervised), 'auto' or 'paper', comma-separated.")
+            value = lambda_number(part, "LAMBDAS", "give numbers >= 0 (0 = supervised), 'auto' "
+                                  "or 'paper', comma-separated, such as 0.5, 1, 5, auto.")
+        except ValueError as exc:
+            raise InvalidParameterError(str(exc)) from None
         values.append(value)
     return values or None
 

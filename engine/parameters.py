@@ -130,20 +130,24 @@ LAMBDA = Param("LAMBDA", "string", "λ (a number, or empty / auto = balanced aut
                default="auto", optional=True, field="lam")
 
 
+def lambda_number(text: str, name: str, fix: str) -> float:
+    """A λ typed as text: a finite number >= 0, else ValueError naming ``name``, then ``fix``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a number; {fix}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} {text} is {'negative' if value < 0 else 'not finite'}; {fix}")
+    return value
+
+
 def parse_lambda(text):
     """LAMBDA as typed: '' / 'auto' -> 'auto'; a number >= 0 -> float; else ValueError."""
     text = "" if text is None else str(text).strip()
     if text.lower() in ("", "auto"):
         return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"LAMBDA {text!r} is neither a number nor 'auto'; give a value such as "
-                         "0.5, or leave it empty for auto.") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"LAMBDA {text} is {'negative' if value < 0 else 'not finite'}; give "
-                         "a number >= 0 (0 = supervised), or empty / 'auto'.")
-    return value
+    return lambda_number(text, "LAMBDA", "give a number >= 0 (0 = supervised), such as 0.5, or "
+                                         "leave it empty for auto.")
 
 TASK_PARAMS: List[Param] = [
     Param("ALPHA", "float", "α (kmeans, mumford_shah)",
