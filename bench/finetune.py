@@ -5,6 +5,8 @@ For each seed:
   scratch    trained from random weights on the labels of --target-scenes (parts --target-parts)
   finetune   INIT_MODEL = the parent, trained on the same target labels, same budget
   finetune+freezeK   the same with FREEZE_ENCODER_EPOCHS = K (for each K of --freeze)
+  finetune lr X  (--rows ... finetune_lr) the same as finetune at learning rate X (each of
+             --finetune-lrs): a network that already learned wants smaller steps
   scratch x2 (--rows ... scratch_long) random weights, twice the epochs: as many optimiser steps
              as parent + fine-tune together, to separate "more compute" from "transfer"
 all supervised (AUX_TASK none), every row scored on the same held-out validation crops
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper  # noqa: E402  (its split, crops, reporter and machine description)
 
 
-ROWS = ["parent", "scratch", "finetune", "freeze", "scratch_long"]
+ROWS = ["parent", "scratch", "finetune", "freeze", "scratch_long", "finetune_lr"]
 
 
 def parse_args(argv=None):
@@ -56,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--val-crop", type=int, default=320)
     p.add_argument("--freeze", type=int, nargs="*", default=[4],
                    help="FREEZE_ENCODER_EPOCHS values tried on top of plain fine-tuning")
+    p.add_argument("--finetune-lrs", type=float, nargs="+", default=[1e-4, 3e-4],
+                   help="learning rates of the finetune_lr rows")
     p.add_argument("--rows", nargs="+", choices=ROWS, default=ROWS[:4],
                    help="what to train (the parent is trained when a fine-tuning row needs it); "
                         "scratch_long = from scratch for twice the epochs")
@@ -115,13 +119,14 @@ def main(argv=None):
     parent_data = dict(labeled_images=[i for i, _ in parent_pairs], labels=[l for _, l in parent_pairs])
     target_data = dict(labeled_images=[i for i, _ in target_pairs], labels=[l for _, l in target_pairs])
     wanted = set(args.rows)
-    if wanted & {"finetune", "freeze"}:
+    if wanted & {"finetune", "freeze", "finetune_lr"}:
         wanted.add("parent")
     rows = (["parent (scenes %s, no fine-tuning)" % args.parent_scenes] if "parent" in wanted else [])
     rows += ["scratch"] if "scratch" in wanted else []
     rows += ["finetune"] if "finetune" in wanted else []
     rows += [f"finetune + freeze {k}" for k in args.freeze] if "freeze" in wanted else []
     rows += ["scratch x2 epochs"] if "scratch_long" in wanted else []
+    rows += [f"finetune lr {lr:g}" for lr in args.finetune_lrs] if "finetune_lr" in wanted else []
     env = paper.machine(device)
     print(f"Fine-tuning bench on {env.get('gpu', env['cpu'])}: parent = scenes {args.parent_scenes} "
           f"parts {args.parent_parts} ({len(parent_pairs)} images), target = scenes "
@@ -161,6 +166,8 @@ def main(argv=None):
                 **target_data)
         if "scratch_long" in wanted:
             run("scratch x2 epochs", seed, epochs=2 * args.epochs, **target_data)
+        for lr in args.finetune_lrs if "finetune_lr" in wanted else []:
+            run(f"finetune lr {lr:g}", seed, init_model=parent, learning_rate=lr, **target_data)
         for f in (out / "models").glob(f"*_seed{seed}.pt"):
             f.unlink()
     seconds = time.perf_counter() - start
