@@ -215,7 +215,8 @@ START_PARAMS: List[Param] = [
           "a Berunda model (.pt) to fine-tune: same ENCODER and bands. With the same class "
           "values (or a subset) every weight is carried over; with other classes the encoder "
           "and decoder are, and the supervised head starts anew. The auxiliary head is carried "
-          "over when AUX_TASK and its shape are the same. The new model records its parent.",
+          "over when AUX_TASK and its shape are the same. The new model records its parent. Keep "
+          "LEARNING_RATE at 1e-4 or lower: larger steps forget much of the parent.",
           optional=True, extension="pt"),
     Param("INIT_NORMALIZATION", "enum", "Normalisation when fine-tuning",
           "with INIT_MODEL: parent (reuse the parent's per-band statistics, which its weights "

@@ -343,6 +343,18 @@ def test_same_classes_carry_every_weight_and_record_the_parent(rasters, parent, 
     assert meta["training"]["config"]["init_model"] == parent
 
 
+def test_fine_tuning_at_a_high_learning_rate_warns(rasters, parent, tmp_path):
+    quiet, loud = LogReporter(), LogReporter()
+    trainer.train(config(rasters, init_model=parent, learning_rate=1e-4), str(tmp_path / "a.pt"),
+                  quiet)
+    trainer.train(config(rasters, init_model=parent, learning_rate=1e-3), str(tmp_path / "b.pt"),
+                  loud)
+    assert "Warning: LEARNING_RATE" not in quiet.text
+    assert ("Warning: LEARNING_RATE 0.001 with INIT_MODEL: large steps make the model forget "
+            "much of what parent.pt learned") in loud.text
+    assert "Keep LEARNING_RATE at 0.0001 (the default) or lower" in loud.text
+
+
 def test_other_classes_keep_the_trunk_and_start_a_new_head(rasters, parent, tmp_path,
                                                            initial_state):
     log = LogReporter()
