@@ -10,7 +10,9 @@ that no task needs a per-task λ sweep; every task goes through the same object:
     balance.update(ls_step, lu_step) # after the optimiser step
 
 Methods (``METHODS``; ``DEFAULT_METHOD`` = ``magnitude``, the simplest and the
-fixed point of the other two; they have not been measured against it yet — bench/README.md):
+fixed point of the other two; first measured on one seed of l1 and l2, where the other
+two scored 3–4 mIoU higher at about the same λ — inside that benchmark's run-to-run
+noise, so not yet a reason to switch; bench/README.md, issue 12):
 
 - ``magnitude``: λ_t = EMA(Ls) / EMA(Lu) (bias-corrected EMAs over past steps,
   β = 0.99, clipped to [1e-3, 1e3]): the weighted auxiliary loss keeps the size of
