@@ -10,9 +10,10 @@ that no task needs a per-task λ sweep; every task goes through the same object:
     balance.update(ls_step, lu_step) # after the optimiser step
 
 Methods (``METHODS``; ``DEFAULT_METHOD`` = ``magnitude``, the simplest and the
-fixed point of the other two; first measured on one seed of l1 and l2, where the other
-two scored 3–4 mIoU higher at about the same λ — inside that benchmark's run-to-run
-noise, so not yet a reason to switch; bench/README.md, issue 12):
+fixed point of the other two. First measured on l1 and l2 (2 seeds, bench/README.md,
+issue 12): ``gradcos`` scored 2–4 mIoU higher on every paired run, at ~1.5× the step
+time; the four other tasks were measured with ``magnitude`` only, so it stays the
+default until they are measured with ``gradcos`` too):
 
 - ``magnitude``: λ_t = EMA(Ls) / EMA(Lu) (bias-corrected EMAs over past steps,
   β = 0.99, clipped to [1e-3, 1e3]): the weighted auxiliary loss keeps the size of
