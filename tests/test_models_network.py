@@ -7,7 +7,6 @@ from berunda.models.losses import supervised_loss
 from berunda.models.network import BerundaNetLate
 from berunda.models.tasks import TASKS, get_task
 
-torch.set_num_threads(2)
 
 ENCODER = "resnet18"
 

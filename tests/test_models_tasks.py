@@ -12,7 +12,6 @@ from berunda.models.tasks.jigsaw import hamming_permutations, shuffle_tiles, uns
 from berunda.models.tasks.kmeans import membership_penalty
 from berunda.models.tasks.mumford_shah import total_variation
 
-torch.set_num_threads(2)
 
 A = torch.tensor([1.0, -0.5, 2.0])   # the two colours of the test image
 B = torch.tensor([-1.0, 0.5, 0.0])
