@@ -31,6 +31,40 @@ def qgis_process(*args, timeout=600):
     return proc.returncode, payload, proc.stderr + proc.stdout[-4000:]
 
 
+def recording_feedback(on_info=None):
+    """A real QgsProcessingFeedback that keeps what it is told: ``infos``, ``warnings``,
+    ``console`` lines, progress ``texts`` and ``progress_values``.  ``on_info(feedback,
+    line)`` runs after each info line (e.g. to cancel).  Made lazily: needs QGIS."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.infos, self.warnings, self.console, self.texts = [], [], [], []
+            self.progress_values = []
+            self.progressChanged.connect(self.progress_values.append)
+
+        def pushInfo(self, info):  # noqa: N802 (QGIS API)
+            super().pushInfo(info)
+            self.infos.append(info)
+            if on_info is not None:
+                on_info(self, info)
+
+        def pushWarning(self, warning):  # noqa: N802
+            super().pushWarning(warning)
+            self.warnings.append(warning)
+
+        def pushConsoleInfo(self, text):  # noqa: N802
+            super().pushConsoleInfo(text)
+            self.console.append(text)
+
+        def setProgressText(self, text):  # noqa: N802
+            super().setProgressText(text)
+            self.texts.append(text)
+
+    return Recorder()
+
+
 def as_cli(params):
     """{'A': [x, y], 'B': 1} -> ['A=x', 'A=y', 'B=1'] (qgis_process repeats keys for lists)."""
     out = []

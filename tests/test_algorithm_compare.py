@@ -9,10 +9,9 @@ import statistics
 from pathlib import Path
 
 import pytest
-import rasterio
 from rasterio.windows import Window
 
-from helpers import TINY, crop, image, label
+from helpers import TINY, crop, image, label, recording_feedback
 
 TASKS = ["l1", "kmeans", "inpainting"]
 PAPER_LAMBDA = {"l1": 0.5, "kmeans": 1.0, "inpainting": 5.0}
@@ -37,34 +36,19 @@ def base_params(validation, folder, **extra):
                 OUTPUT_REPORT=str(folder / "report.html"), **extra)
 
 
-class RecordingFeedback:
-    """A QgsProcessingFeedback that logs progress and info lines and can cancel itself
-    once ``cancel_after`` runs have been scored."""
+def recording_compare_feedback(cancel_after=None):
+    """recording_feedback that also counts the scored runs ("OA …" lines), notes the
+    progress at each score, and cancels itself once ``cancel_after`` runs are scored."""
+    def on_info(feedback, line):
+        if line.strip().startswith("OA "):
+            feedback.scored += 1
+            feedback.progress_at_scores.append(feedback.progress())
+            if cancel_after is not None and feedback.scored >= cancel_after:
+                feedback.cancel()
 
-    def __new__(cls, cancel_after=None):
-        from qgis.core import QgsProcessingFeedback
-
-        class Feedback(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.progress_values, self.lines, self.scored, self.texts = [], [], 0, []
-                self.progress_at_scores = []   # progress (%) when each run's score was logged
-                self.progressChanged.connect(self.progress_values.append)
-
-            def setProgressText(self, text):  # noqa: N802 (QGIS API)
-                super().setProgressText(text)
-                self.texts.append(text)
-
-            def pushInfo(self, info):  # noqa: N802 (QGIS API)
-                super().pushInfo(info)
-                self.lines.append(info)
-                if info.strip().startswith("OA "):
-                    self.scored += 1
-                    self.progress_at_scores.append(self.progress())
-                    if cancel_after is not None and self.scored >= cancel_after:
-                        self.cancel()
-
-        return Feedback()
+    feedback = recording_feedback(on_info)
+    feedback.scored, feedback.progress_at_scores = 0, []
+    return feedback
 
 
 def run_compare(params, feedback=None):
@@ -84,7 +68,7 @@ def read_table(path):
 def grid_run(qgis_app, validation, tmp_path_factory):
     """Supervised + 3 tasks at their paper λ, 2 seeds each, models kept."""
     folder = tmp_path_factory.mktemp("compare")
-    feedback = RecordingFeedback()
+    feedback = recording_compare_feedback()
     params = base_params(validation, folder, AUX_TASKS=TASKS, RUNS=RUNS,
                          OUTPUT_FOLDER=str(folder / "models"))
     result = run_compare(params, feedback)
@@ -178,7 +162,7 @@ def test_progress_covers_the_whole_grid(grid_run):
     assert values and max(values) == pytest.approx(100, abs=0.5)
     assert all(b >= a - 1e-6 for a, b in zip(values, values[1:])), "progress went backwards"
     # one "== label, seed s (i/N)" line per training, N = rows x runs
-    steps = [line for line in feedback.lines if line.startswith("== ")]
+    steps = [line for line in feedback.infos if line.startswith("== ")]
     total = (len(TASKS) + 1) * RUNS
     assert len(steps) == total and steps[-1].endswith(f"({total}/{total})")
     # run i (training + scoring) fills the i-th of N equal shares of the bar
@@ -190,10 +174,10 @@ def test_progress_covers_the_whole_grid(grid_run):
 def test_the_first_steps_estimate_the_whole_grid_and_each_epoch_has_an_eta(grid_run):
     _, _, feedback = grid_run
     total = (len(TASKS) + 1) * RUNS
-    estimates = [line for line in feedback.lines if line.startswith("Time estimate")]
+    estimates = [line for line in feedback.infos if line.startswith("Time estimate")]
     assert len(estimates) == 1 and f"{total} trainings will take about" in estimates[0]
     assert "with validation scoring" in estimates[0]
-    etas = [line for line in feedback.lines if line.startswith("Epoch 1/1 (training ")]
+    etas = [line for line in feedback.infos if line.startswith("Epoch 1/1 (training ")]
     assert len(etas) == total and etas[-1].startswith(f"Epoch 1/1 (training {total}/{total}): "
                                                       "about ")
     assert len(feedback.texts) == total and all("left" in t for t in feedback.texts)
@@ -239,7 +223,7 @@ def test_lambda_plot_draws_auto_as_its_own_column():
 def test_cancel_after_the_first_run_keeps_the_finished_rows(qgis_app, validation, tmp_path):
     from qgis.core import QgsProcessingException
 
-    feedback = RecordingFeedback(cancel_after=1)
+    feedback = recording_compare_feedback(cancel_after=1)
     params = base_params(validation, tmp_path, AUX_TASKS=["l1", "kmeans"], RUNS=2)
     with pytest.raises(QgsProcessingException, match="keeps the finished runs"):
         run_compare(params, feedback)
@@ -251,7 +235,7 @@ def test_cancel_after_the_first_run_keeps_the_finished_rows(qgis_app, validation
     assert rows[0]["best"] == "yes"
     assert (tmp_path / "report.html").exists()
     # cancelled before a second training finished: fewer than 2 of the 6 steps started
-    assert len([line for line in feedback.lines if line.startswith("== ")]) == 2
+    assert len([line for line in feedback.infos if line.startswith("== ")]) == 2
 
 
 @pytest.mark.parametrize("text, message", [("0.5, abc", "not a number"), ("1, -2", "negative")])

@@ -8,31 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import dubai_pair
-from helpers import as_cli, patch_engine, qgis_process
+from helpers import as_cli, patch_engine, qgis_process, recording_feedback
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def feedback():
-    from qgis.core import QgsProcessingFeedback
-
-    class Feedback(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines, self.warnings = [], []
-
-        def pushInfo(self, info):  # noqa: N802 (QGIS API)
-            self.lines.append(info)
-            super().pushInfo(info)
-
-        def pushWarning(self, warning):  # noqa: N802
-            self.warnings.append(warning)
-            super().pushWarning(warning)
-
-    return Feedback()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +40,7 @@ def test_processing_exports_a_model_deepness_can_read(qgis_app, dubai_model, tmp
     import processing
 
     out = tmp_path / "dubai.onnx"
-    fb = feedback()
+    fb = recording_feedback()
     result = processing.run("berunda:export_onnx", {"MODEL": dubai_model, "OUTPUT": str(out),
                                                     "TILE_SIZE": 96}, feedback=fb)
     assert result["OUTPUT"] == str(out) and out.is_file()
@@ -69,7 +50,7 @@ def test_processing_exports_a_model_deepness_can_read(qgis_app, dubai_model, tmp
     assert meta["tiles_size"] == 96
     assert meta["class_names"] == {"0": "building", "1": "land", "2": "road", "3": "vegetation",
                                    "4": "water"}
-    assert any("Checked with onnxruntime" in line for line in fb.lines)
+    assert any("Checked with onnxruntime" in line for line in fb.infos)
     assert not fb.warnings   # UInt8 RGB: nothing Deepness cannot feed
     x = np.random.default_rng(0).integers(0, 256, (2, 3, 96, 96)).astype(np.float32) / 255
     probs = session.run(None, {"input": x})[0]

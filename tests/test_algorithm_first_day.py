@@ -7,7 +7,7 @@ import re
 import pytest
 from rasterio.windows import Window
 
-from helpers import TINY, crop, image, label
+from helpers import TINY, crop, image, label, recording_feedback
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,22 +24,6 @@ def algorithm(name):
     from qgis.core import QgsApplication
 
     return QgsApplication.processingRegistry().algorithmById(f"berunda:{name}")
-
-
-class Warnings:
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class Feedback(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.warnings = []
-
-            def pushWarning(self, warning):  # noqa: N802 (QGIS API)
-                super().pushWarning(warning)
-                self.warnings.append(warning)
-
-        return Feedback()
 
 
 def test_every_output_of_every_algorithm_may_go_to_a_missing_folder(qgis_app, tmp_path):
@@ -70,7 +54,7 @@ def test_every_output_of_every_algorithm_may_go_to_a_missing_folder(qgis_app, tm
 
 
 def test_a_mask_larger_than_a_small_tile_is_clipped_with_a_warning(qgis_app, tmp_path):
-    feedback = Warnings()
+    feedback = recording_feedback()
     params = dict(TINY, LABELED_IMAGES=[image("scene1_part1")], LABELS=[label("scene1_part1")],
                   UNLABELED_IMAGES=[image("scene2_part1")], AUX_TASK="inpainting",
                   MASK_SIZE=80, OUTPUT_MODEL=str(tmp_path / "m.pt"))

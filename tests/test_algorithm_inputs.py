@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from helpers import DATA, TINY, read_crop, write_raster
+from helpers import DATA, TINY, read_crop, recording_feedback, write_raster
 
 SIZE = 128
 CROP = (0, 640)   # (row, col) in scene1_part1: classes 2..5, no all-black pixel
@@ -49,25 +49,6 @@ def rgbn_alpha(path, data, geo):
         assert ds.colorinterp[4] == ColorInterp.alpha
         assert (ds.dataset_mask() > 0).all()   # GDAL itself ignores that alpha band
     return str(path)
-
-
-def recorder():
-    from qgis.core import QgsProcessingFeedback
-
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.infos, self.warnings = [], []
-
-        def pushInfo(self, text):  # noqa: N802
-            self.infos.append(text)
-            super().pushInfo(text)
-
-        def pushWarning(self, text):  # noqa: N802
-            self.warnings.append(text)
-            super().pushWarning(text)
-
-    return Recorder()
 
 
 def run(alg, params, feedback=None):
@@ -124,7 +105,7 @@ def test_classify_refuses_bands_the_input_lacks(rgba_model, rasters, tmp_path):
 
 
 def test_classify_warns_about_another_resolution(rgba_model, rasters, tmp_path):
-    feedback = recorder()
+    feedback = recording_feedback()
     run("classify", dict(INPUT=rasters["coarse"], MODEL=rgba_model, DEVICE="cpu",
                          BANDS="3,2,1", OUTPUT=str(tmp_path / "d.tif")), feedback)
     warned = [w for w in feedback.warnings if "pixels of 1 × 1 metre" in w]
@@ -132,7 +113,7 @@ def test_classify_warns_about_another_resolution(rgba_model, rasters, tmp_path):
 
 
 def test_labels_on_another_grid_are_resampled(qgis_app, rasters, tmp_path):
-    feedback = recorder()
+    feedback = recording_feedback()
     out = tmp_path / "m.pt"
     run("train", dict(TINY, LABELED_IMAGES=[rasters["rgb"]], LABELS=[rasters["label_shifted"]],
                       AUX_TASK="none", DEVICE="cpu", OUTPUT_MODEL=str(out)), feedback)

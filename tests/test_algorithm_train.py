@@ -113,7 +113,6 @@ def test_validation_pairs_are_scored_and_stored_in_the_model(qgis_app, tmp_path)
     assert result["VALIDATION_MEAN_IOU"] == validation["mean_iou"]
     assert validation["images"] == ["scene2_part1.tif"]
     # every labelled pixel of the validation raster was scored (label 0 = nodata)
-    import numpy as np
     import rasterio
 
     with rasterio.open(label("scene2_part1")) as ds:

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.windows import Window
 
-from helpers import DATA, TINY, as_cli, patch_engine, qgis_process, read_crop, write_raster
+from helpers import (DATA, TINY, as_cli, patch_engine, qgis_process, read_crop, recording_feedback,
+                     write_raster)
 
 SIZE = 128                      # side of the crops
 CROP = (0, 560)                 # (row, col) in scene1_part1: classes 2..5 and some nodata
@@ -458,30 +458,11 @@ def test_classify_nan_in_float32_bands_is_nodata(qgis_app, inputs, tmp_path):
     assert np.isin(classes[~invalid], VALUES).all()
 
 
-class LogFeedback:
-    """A QgsProcessingFeedback that keeps its info lines (made lazily: needs the QGIS app)."""
-
-    @staticmethod
-    def create():
-        from qgis.core import QgsProcessingFeedback
-
-        class _Feedback(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.lines = []
-
-            def pushInfo(self, info):  # noqa: N802 (QGIS API)
-                self.lines.append(info)
-                super().pushInfo(info)
-
-        return _Feedback()
-
-
 def test_classify_rounds_a_tile_size_that_is_not_a_multiple_of_32(qgis_app, inputs, tmp_path):
-    feedback = LogFeedback.create()
+    feedback = recording_feedback()
     result = run("classify", classify_params(inputs, tmp_path, TILE_SIZE=50), feedback)
     assert any("Tile size 50 is not a multiple of 32" in line and "using 64" in line
-               for line in feedback.lines)
+               for line in feedback.infos)
     assert os.path.isfile(result["OUTPUT"])
 
 
@@ -557,9 +538,9 @@ def test_train_out_of_memory_halves_the_batch(qgis_app, inputs, tmp_path, monkey
     from berunda.engine.model_file import load_model
 
     patch_engine(monkeypatch, tmp_path.parent / f"{tmp_path.name}_patch", OOM_ONCE)
-    feedback = LogFeedback.create()
+    feedback = recording_feedback()
     result = run("train", train_params(inputs, tmp_path), feedback)
-    assert any("out of memory" in line and "batches of 1" in line for line in feedback.lines)
+    assert any("out of memory" in line and "batches of 1" in line for line in feedback.infos)
     history = load_model(result["OUTPUT_MODEL"]).metadata["history"]
     assert [r["batch_size"] for r in history] == [1]
     assert np.isfinite(result["FINAL_LOSS"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, image, label, patch_engine
+from helpers import TINY, image, label, patch_engine, recording_feedback
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / ".build" / "plugins"
@@ -42,32 +42,6 @@ def system_python_has(module):
                           f"import importlib.util,sys; sys.exit(importlib.util.find_spec({module!r}) is None)"],
                          env={"PATH": os.environ["PATH"]}, capture_output=True)
     return out.returncode == 0
-
-
-class Recorder:
-    """A real QgsProcessingFeedback that also keeps what it was told."""
-
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class _Recorder(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.console, self.infos, self.warnings = [], [], []
-
-            def pushConsoleInfo(self, text):  # noqa: N802
-                self.console.append(text)
-                super().pushConsoleInfo(text)
-
-            def pushInfo(self, text):  # noqa: N802
-                self.infos.append(text)
-                super().pushInfo(text)
-
-            def pushWarning(self, text):  # noqa: N802
-                self.warnings.append(text)
-                super().pushWarning(text)
-
-        return _Recorder()
 
 
 # --- dependency check -----------------------------------------------------------------------
@@ -108,13 +82,13 @@ def test_first_run_shows_the_engine_environment_and_version_warnings(qgis_app, m
     params = {"LABELED_IMAGES": [image("scene1_part1")], "LABELS": [label("scene1_part2")],
               "OUTPUT_MODEL": str(tmp_path / "m.pt"), **TINY}
     for run in (1, 2):
-        feedback = Recorder()
+        feedback = recording_feedback()
         with pytest.raises(QgsProcessingException, match="does not overlap"):
             processing.run("berunda:train", params, feedback=feedback)
         assert any("tested with 2.3.0" in w for w in feedback.warnings), run
         device_lines = [i for i in feedback.infos if i.startswith("Device: ")]
         summary = [i for i in feedback.infos if i.startswith("Berunda's dependencies: torch ")]
-        engine = [i for i in feedback.infos if i.startswith(f"Berunda's engine: Python")]
+        engine = [i for i in feedback.infos if i.startswith("Berunda's engine: Python")]
         assert (len(device_lines), len(summary), len(engine)) == ((1, 1, 1) if run == 1
                                                                  else (0, 0, 0)), run
         # the error itself is reported once, as the exception (not also as a log line)
@@ -123,7 +97,7 @@ def test_first_run_shows_the_engine_environment_and_version_warnings(qgis_app, m
     (patch / "sitecustomize.py").write_text("import berunda.engine.environment as e\n"
                                             "e.MINIMUM['rasterio'] = '9.0'\n")
     with pytest.raises(QgsProcessingException) as err:
-        processing.run("berunda:train", params, feedback=Recorder())
+        processing.run("berunda:train", params, feedback=recording_feedback())
     assert "rasterio 1.4.3 is too old" in str(err.value) and "Install dependencies" in str(err.value)
     assert "does not overlap" not in str(err.value)
 
@@ -236,7 +210,7 @@ def test_installer_installs_into_a_throwaway_folder(qgis_app, tmp_path):
     requirements.write_text("affine==2.4.0\n")
     target = tmp_path / "target"
     before = _fingerprint()
-    feedback = Recorder()
+    feedback = recording_feedback()
     results = processing.run("berunda:install_dependencies", {
         "TARGET_FOLDER": str(target), "REQUIREMENTS": str(requirements), "TORCH_BUILD": "cpu"},
         feedback=feedback)
@@ -275,7 +249,7 @@ def test_installer_refuses_to_change_qgis_numpy(qgis_app, tmp_path):
     before = _fingerprint()
     with pytest.raises(QgsProcessingException) as err:
         processing.run("berunda:install_dependencies", {
-            "TARGET_FOLDER": str(target), "REQUIREMENTS": str(requirements)}, feedback=Recorder())
+            "TARGET_FOLDER": str(target), "REQUIREMENTS": str(requirements)}, feedback=recording_feedback())
     message = str(err.value)
     assert "pip failed" in message and "pip install" in message
     assert "numpy<2,==" in message   # pip's own words: the constraints are what stopped it
@@ -323,7 +297,7 @@ def test_cancelling_kills_pip(qgis_app, tmp_path):
 
     requirements = tmp_path / "r.txt"
     requirements.write_text("affine==2.4.0\n")
-    feedback = Recorder()
+    feedback = recording_feedback()
     feedback.cancel()
     with pytest.raises(QgsProcessingException, match="Cancelled"):
         processing.run("berunda:install_dependencies", {

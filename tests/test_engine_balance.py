@@ -12,7 +12,7 @@ from conftest import dubai_pair
 
 from berunda.engine import loss_balance
 from berunda.engine.config import TrainingConfig
-from berunda.engine.loss_balance import (FixedLambda, GradientCosineBalance, MagnitudeBalance,
+from berunda.engine.loss_balance import (GradientCosineBalance, MagnitudeBalance,
                                          UncertaintyBalance, make_balance)
 from berunda.engine.model_file import load_model
 from berunda.engine.progress import Reporter

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.windows import Window
 
 from conftest import PLUGINS_DIR, dubai_pair
 from helpers import read_crop, write_raster
