@@ -26,8 +26,13 @@ _ensure_plugin_link()
 sys.path.insert(0, str(PLUGINS_DIR))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # `make test` runs two pytest-xdist workers on two cores: one thread each (two threads
-# each would oversubscribe the CPU and slow training ~10×); alone, two threads.
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+# each would oversubscribe the CPU and slow training ~10×); alone, two threads.  A worker
+# sets it outright: it inherits the controller's environment, where the default of 2
+# was already set (so every worker ran 2 threads until this was found).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
 # The algorithms run Berunda's engine in a child process: the venv's interpreter, where
 # torch, smp and rasterio are installed (a real user's QGIS uses its package folder).
 os.environ.setdefault("BERUNDA_PYTHON", str(REPO / ".venv" / "bin" / "python"))
@@ -87,3 +92,15 @@ def pytest_collection_modifyitems(config, items):
         defs = getattr(item, "_fixtureinfo", None)
         if defs and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values() if d):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads_not_raised():
+    """A test module that raises torch's thread count when imported does so in every
+    xdist worker for the whole run: two workers × two threads on two cores slowed every
+    training several-fold.  Checked once the modules are imported (collection)."""
+    torch = sys.modules.get("torch")
+    allowed = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if torch is not None and allowed and torch.get_num_threads() > allowed:
+        pytest.fail(f"a test module set torch to {torch.get_num_threads()} threads at import "
+                    f"(OMP_NUM_THREADS={allowed}); use the one_torch_thread fixture instead")
