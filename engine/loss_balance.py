@@ -23,6 +23,9 @@ default until they are measured with ``gradcos`` too):
   λ = exp(s_s − s_u).  The common factor exp(−s_s) is left out of the network's
   loss: Adam is invariant to a global scale of the gradient, so only the ratio
   matters.  Its fixed point is the magnitude rule; it differs in how it tracks.
+- ``frozen``: the magnitude rule during the first epoch, then λ fixed at the ratio
+  reached at its end (a reconstruction loss that keeps shrinking does not keep
+  raising λ).
 - ``gradcos`` (Du et al. 2018, "Adapting auxiliary losses using gradient
   similarity"): the magnitude rule's λ, but in a step where the auxiliary
   gradient on the shared encoder points against the supervised one
@@ -41,7 +44,7 @@ from typing import List, Optional
 
 import torch
 
-METHODS = ("magnitude", "uncertainty", "gradcos")
+METHODS = ("magnitude", "uncertainty", "gradcos", "frozen")
 DEFAULT_METHOD = "magnitude"
 BETA, LOW, HIGH = 0.99, 1e-3, 1e3
 
@@ -121,6 +124,34 @@ class MagnitudeBalance(FixedLambda):
     def load_state_dict(self, state: dict) -> None:
         self.ema_s, self.ema_u = float(state["ema_s"]), float(state["ema_u"])
         self.seen = int(state["seen"])
+
+
+class FrozenMagnitudeBalance(MagnitudeBalance):
+    """The magnitude rule during the first epoch; from then on λ stays at the ratio
+    reached at its end.  Why: a reconstruction loss keeps shrinking faster than the
+    supervised one, so the running ratio keeps raising λ (l2: 0.74 in epoch 1, 1.48 by
+    epoch 16), while a fixed λ ≤ 1 scored higher (bench/README.md, issue 12)."""
+    method = "frozen"
+
+    def __init__(self):
+        super().__init__()
+        self.frozen: Optional[float] = None
+
+    def weight(self, ls: float, lu: float) -> float:
+        return self.frozen if self.frozen is not None else super().weight(ls, lu)
+
+    def epoch_metrics(self) -> dict:
+        out = super().epoch_metrics()
+        if self.frozen is None and self.seen:
+            self.frozen = self._ratio(math.nan, math.nan)   # the EMAs' ratio
+        return out
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "frozen": self.frozen}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.frozen = state.get("frozen")
 
 
 class UncertaintyBalance(FixedLambda):
@@ -208,6 +239,8 @@ def make_balance(lam, task, net=None, method: Optional[str] = None):
         return MagnitudeBalance()
     if method == "uncertainty":
         return UncertaintyBalance()
+    if method == "frozen":
+        return FrozenMagnitudeBalance()
     if method == "gradcos":
         return GradientCosineBalance(list(net.unet.encoder.parameters()), net.shared_parameters())
     raise ValueError(f"unknown auto-λ method {method!r}; choose one of {', '.join(METHODS)}")

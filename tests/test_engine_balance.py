@@ -12,8 +12,8 @@ from conftest import dubai_pair
 
 from berunda.engine import loss_balance
 from berunda.engine.config import TrainingConfig
-from berunda.engine.loss_balance import (GradientCosineBalance, MagnitudeBalance,
-                                         UncertaintyBalance, make_balance)
+from berunda.engine.loss_balance import (FrozenMagnitudeBalance, GradientCosineBalance,
+                                         MagnitudeBalance, UncertaintyBalance, make_balance)
 from berunda.engine.model_file import load_model
 from berunda.engine.progress import Reporter
 from berunda.engine.step import train_step
@@ -132,6 +132,25 @@ def test_magnitude_balance_follows_the_ratio_of_the_loss_averages():
     again.load_state_dict(b.state_dict())
     assert again.weight(1.0, 1.0) == b.weight(1.0, 1.0)
     assert b.epoch_metrics()["lambda"] > 0
+
+
+def test_frozen_balance_keeps_the_ratio_reached_at_the_end_of_the_first_epoch():
+    b, free = FrozenMagnitudeBalance(), MagnitudeBalance()
+    for ls, lu in [(2.0, 4.0), (1.5, 2.0), (1.0, 1.0)]:          # epoch 1: the magnitude rule
+        assert b.weight(ls, lu) == free.weight(ls, lu)
+        b.update(ls, lu, b.weight(ls, lu))
+        free.update(ls, lu, free.weight(ls, lu))
+    end_of_epoch_1 = free.weight(0.0, 0.0)
+    assert b.epoch_metrics()["lambda"] > 0
+    again = FrozenMagnitudeBalance()
+    again.load_state_dict(b.state_dict())
+    for balance in (b, again):   # epoch 2: the auxiliary loss shrinks, λ stays
+        for lu in (0.5, 0.1, 0.01):
+            assert balance.weight(1.0, lu) == end_of_epoch_1
+            balance.update(1.0, lu, balance.weight(1.0, lu))
+        assert balance.epoch_metrics()["lambda"] == pytest.approx(end_of_epoch_1)
+    free.update(1.0, 0.01, 1.0)
+    assert free.weight(0.0, 0.0) > end_of_epoch_1                # what the magnitude rule does
 
 
 def test_uncertainty_balance_moves_towards_the_loss_ratio():
