@@ -123,12 +123,11 @@ AUX_TASK = Param("AUX_TASK", "enum", "Auxiliary task",
                  choices=tuple(TASK_IDS))
 LAMBDA = Param("LAMBDA", "string", "λ (a number, or empty / auto = balanced automatically)",
                "weight λ of the auxiliary loss: a number ≥ 0, or empty / auto = balanced "
-               "automatically during training (the weighted auxiliary loss follows the size of "
-               "the supervised loss; consistency keeps λ = 1), so no per-task tuning is needed. "
+               "automatically during training (over the first epoch λ makes the weighted auxiliary "
+               "loss the size of the supervised loss, then it stays; consistency keeps λ = 1), "
+               "so no per-task tuning is needed. "
                "The paper's values: l1 0.5, l2 5, kmeans 1, mumford_shah 1, inpainting 5, jigsaw "
-               "0.5. 0 = supervised. The λ used in each epoch is logged and stored in the model. "
-               "Measured on the Dubai sample: l2 does best with a small λ (0.1–1); auto gives "
-               "it about 1.25, where it costs accuracy.",
+               "0.5. 0 = supervised. The λ used in each epoch is logged and stored in the model.",
                default="auto", optional=True, field="lam")
 
 

@@ -23,7 +23,7 @@ def test_train_with_default_lambda_and_layers(qgis_app, tmp_path):
                             OUTPUT_MODEL=str(tmp_path / "ms.pt")))
     meta = load_model(result["OUTPUT_MODEL"]).metadata
     assert meta["task"] == {"id": "mumford_shah", "params": meta["task"]["params"],
-                            "lambda": "auto", "lambda_method": "magnitude",
+                            "lambda": "auto", "lambda_method": "frozen",
                             "mode": "semi-supervised"}   # LAMBDA empty = auto
     assert all(r["lambda"] > 0 for r in meta["history"])
     assert meta["task"]["params"]["clusters"] == TINY["CLUSTERS"]

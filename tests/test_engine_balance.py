@@ -136,15 +136,19 @@ def test_magnitude_balance_follows_the_ratio_of_the_loss_averages():
 
 def test_frozen_balance_keeps_the_ratio_reached_at_the_end_of_the_first_epoch():
     b, free = FrozenMagnitudeBalance(), MagnitudeBalance()
-    for ls, lu in [(2.0, 4.0), (1.5, 2.0), (1.0, 1.0)]:          # epoch 1: the magnitude rule
-        assert b.weight(ls, lu) == free.weight(ls, lu)
-        b.update(ls, lu, b.weight(ls, lu))
-        free.update(ls, lu, free.weight(ls, lu))
+    short_epoch = [(2.0, 4.0), (1.5, 2.0)]
+    long_epoch = [(1.0, 1.0)] * (FrozenMagnitudeBalance.MIN_STEPS - len(short_epoch))
+    for epoch in (short_epoch, long_epoch):   # the magnitude rule until MIN_STEPS steps
+        for ls, lu in epoch:
+            assert b.weight(ls, lu) == free.weight(ls, lu)
+            b.update(ls, lu, b.weight(ls, lu))
+            free.update(ls, lu, free.weight(ls, lu))
+        assert b.epoch_metrics()["lambda"] > 0
+        assert (b.frozen is None) == (epoch is short_epoch)   # too few steps to freeze
     end_of_epoch_1 = free.weight(0.0, 0.0)
-    assert b.epoch_metrics()["lambda"] > 0
     again = FrozenMagnitudeBalance()
     again.load_state_dict(b.state_dict())
-    for balance in (b, again):   # epoch 2: the auxiliary loss shrinks, λ stays
+    for balance in (b, again):   # later epochs: the auxiliary loss shrinks, λ stays
         for lu in (0.5, 0.1, 0.01):
             assert balance.weight(1.0, lu) == end_of_epoch_1
             balance.update(1.0, lu, balance.weight(1.0, lu))
@@ -200,7 +204,7 @@ def test_resume_is_bit_identical_with_auto(task_id, extra, tmp_path):
                        for r in h]
     assert strip(straight.history) == strip(resumed.history)
     state = load_model(first.checkpoint_path).checkpoint
-    assert state["balance"]["method"] == ("fixed" if task_id == "consistency" else "magnitude")
+    assert state["balance"]["method"] == ("fixed" if task_id == "consistency" else "frozen")
     if task_id == "consistency":
         assert set(state["task"]) == {"teacher", "steps"} and state["task"]["steps"] == 2
         assert all(0 <= r["confident_share"] <= 1 for r in straight.history)
