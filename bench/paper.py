@@ -124,6 +124,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, help="labeled tiles per step (+ as many unlabeled)")
     p.add_argument("--encoder", help="smp encoder, random init (default resnet34)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
+    p.add_argument("--lr-schedule", choices=["constant", "poly"], default="constant",
+                   help="LR_SCHEDULE of every run (default constant, as in the paper)")
     p.add_argument("--supervised-loss", choices=["ce", "weighted_ce", "ce_dice"],
                    help="SUPERVISED_LOSS of every run (default ce: cross-entropy, as in the paper)")
     p.add_argument("--clusters", type=int, help="K of kmeans / mumford_shah (paper: 10)")
@@ -284,7 +286,8 @@ def main(argv=None):
         mask_size=args.mask_size, permutations=args.permutations, confidence=args.confidence,
         ema_decay=args.ema_decay, encoder=args.encoder,
         tile_size=args.tile, batch_size=args.batch, epochs=args.epochs,
-        samples_per_epoch=args.samples, learning_rate=args.lr, device=device.type,
+        samples_per_epoch=args.samples, learning_rate=args.lr, lr_schedule=args.lr_schedule,
+        device=device.type,
         supervised_loss=args.supervised_loss or "ce",   # the paper's, whatever Berunda's default
         seed=args.first_seed, augment=not args.no_augment)
     env = machine(device)

@@ -26,6 +26,7 @@ class TrainingConfig:
     epochs: int = 50
     samples_per_epoch: int = 5000        # N labeled (+ N unlabeled) tiles per pseudo-epoch
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"        # engine/lr_schedule.py: constant or poly
     supervised_loss: str = "ce"          # models/losses.py: ce, weighted_ce, ce_dice
     device: str = "auto"
     seed: int = 0

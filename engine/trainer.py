@@ -32,6 +32,7 @@ from .initial_weights import (StartingPoint, check_start_parameters, initialise_
                               set_encoder_frozen, starting_point)
 from .labels import ClassInfo, burnt_polygon_labels
 from .loss_balance import make_balance
+from .lr_schedule import SCHEDULES, learning_rate_at, set_learning_rate
 from .model_file import ModelPackage, load_model, save_model
 from .parameters import check_band_list
 from .paths import checkpoint_path_for
@@ -95,6 +96,8 @@ def validate_config(config: TrainingConfig) -> None:
         (config.samples_per_epoch >= 1,
          f"SAMPLES_PER_EPOCH must be at least 1 (got {config.samples_per_epoch})."),
         (config.learning_rate > 0, f"LEARNING_RATE must be > 0 (got {config.learning_rate})."),
+        (config.lr_schedule in SCHEDULES,
+         f"LR_SCHEDULE {config.lr_schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}."),
         (_lambda_ok(config.lam),
          f"LAMBDA must be 'auto' or a number >= 0 (got {config.lam!r}); empty = auto, "
          "0 trains the supervised baseline."),
@@ -302,6 +305,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
             if reporter.cancelled():
                 raise TrainingCancelled(_cancel_message(epoch, last_checkpoint))
             batch = [torch.from_numpy(a) for a in (images, labels, valid)]
+            set_learning_rate(optimizer, learning_rate_at(config, epoch, step, steps))
             parts = train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device,
                                use_amp, micro, reporter, ranks, criterion)
             loss = parts["loss"]
