@@ -163,7 +163,6 @@ class ConsistencyTask(AuxiliaryTask):
     # Tuning knobs for the benchmarks (bench/paper.py --variant); not user parameters.
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
-    separate_strong = False  # strong views in their own pass (own batch-norm statistics)
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
         self.confidence = number("confidence", confidence, 0.0, 1.0)
@@ -231,22 +230,14 @@ class ConsistencyTask(AuxiliaryTask):
         if u is None or "pseudo" not in batch.extra or not net.training or not bool(u.any()):
             return net(batch.inputs)
         m = batch.inputs.shape[0]
-        if self.separate_strong:
-            # UniMatch's order: batch norm of the clean pass never sees a strong view
-            features = net.encode(batch.inputs)
-            out = net.heads(features, net.decode(features))
-            sf = net.encode(batch.extra["strong"][u])
-            strong = net.heads(sf, net.decode(sf)).seg
-        else:
-            features = net.encode(torch.cat([batch.inputs, batch.extra["strong"][u]]))
-            out = net.heads(features, net.decode(features))
-            strong = out.seg[m:]
+        features = net.encode(torch.cat([batch.inputs, batch.extra["strong"][u]]))
+        out = net.heads(features, net.decode(features))
         weak = [f[:m][u] for f in features]
         perturbed = [weak[0]] + [F.dropout2d(f, FP_DROPOUT, training=True) for f in weak[1:]]
         fp = net.heads(perturbed, net.decode(perturbed)).seg
         return NetOutput(out.seg[:m], None if out.aux is None else out.aux[:m],
                          None if out.cls is None else out.cls[:m],
-                         {"strong": strong, "fp": fp})
+                         {"strong": out.seg[m:], "fp": fp})
 
     def loss(self, out, batch):
         extra = out.extra or {}
