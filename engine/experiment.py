@@ -196,7 +196,8 @@ def run_comparison(base: TrainingConfig, tasks: Sequence[str],
 # tasks compared.  (Config fields no algorithm exposes are Berunda's, not the user's.)
 SHARED_PARAMETERS = {"ENCODER": "encoder", "TILE_SIZE": "tile_size", "BATCH_SIZE": "batch_size",
                      "EPOCHS": "epochs", "SAMPLES_PER_EPOCH": "samples_per_epoch",
-                     "LEARNING_RATE": "learning_rate", "DEVICE": "device", "AUGMENT": "augment"}
+                     "LEARNING_RATE": "learning_rate", "LR_SCHEDULE": "lr_schedule",
+                     "DEVICE": "device", "AUGMENT": "augment"}
 TASK_PARAMETERS = {"ALPHA": "alpha", "CLUSTERS": "clusters", "MASK_SIZE": "mask_size",
                    "PERMUTATIONS": "permutations"}
 

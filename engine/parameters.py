@@ -28,6 +28,8 @@ COMMON_ENCODERS = ["resnet34", "resnet18", "resnet50", "resnext50_32x4d", "effic
                    "tu-convnext_tiny"]
 # Supervised losses (ids of models/losses.py FACTORIES; a test keeps them equal).
 SUPERVISED_LOSSES = ["ce", "weighted_ce", "ce_dice"]
+# Learning-rate schedules (engine/lr_schedule.py SCHEDULES; a test keeps them equal).
+LR_SCHEDULES = ["constant", "poly"]
 
 #: kinds of parameter; each maps onto one QGIS parameter class and one argparse type
 KINDS = ("rasters", "raster", "polygons", "field", "enum", "int", "float", "bool", "string",
@@ -201,6 +203,12 @@ NETWORK_PARAMS: List[Param] = [
           advanced=True, choices=tuple(SUPERVISED_LOSSES)),
     Param("LEARNING_RATE", "float", "Learning rate", "Adam learning rate (paper: 1e-4).",
           default=1e-4, advanced=True, minimum=0.0),
+    Param("LR_SCHEDULE", "enum", "Learning-rate schedule",
+          "constant = LEARNING_RATE at every step (the paper); poly = LEARNING_RATE decayed as "
+          "(1 - progress)^0.9 to almost 0 at the last step (DeepLab, UniMatch): the final "
+          "weights settle instead of stopping on a noisy step. EPOCHS raised on RESUME "
+          "stretches the curve from there.", default="constant", advanced=True,
+          choices=tuple(LR_SCHEDULES)),
     Param("DEVICE", "enum", "Device",
           "auto (GPU when available), cuda or cpu; mixed precision on GPU.", default="auto",
           advanced=True, choices=tuple(DEVICES)),

@@ -389,6 +389,13 @@ def test_every_supervised_loss_is_offered():
     assert SUPERVISED_LOSSES == list(FACTORIES) == LOSSES
 
 
+def test_every_learning_rate_schedule_is_offered():
+    from berunda.engine.lr_schedule import SCHEDULES
+    from berunda.engine.parameters import LR_SCHEDULES
+
+    assert LR_SCHEDULES == list(SCHEDULES) == ["constant", "poly"]
+
+
 def test_median_frequency_weights():
     from berunda.models.losses import median_frequency_weights
 

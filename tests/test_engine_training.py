@@ -29,6 +29,7 @@ from berunda.engine.errors import (DataError, InvalidParameterError, ModelFileEr
                                    TrainingCancelled)
 from berunda.engine.labels import (POLYGON_LABEL_NODATA, ClassMapper, rasterize_polygons,
                                    scan_classes)
+from berunda.engine.lr_schedule import learning_rate_at
 from berunda.engine.model_file import load_model
 from berunda.engine.normalization import compute_statistics, normalize
 from berunda.engine.progress import Reporter
@@ -75,10 +76,6 @@ def dubai_config(**kw):
     img, lab = dubai_pair("scene1_part1")
     unlabeled = [dubai_pair("scene2_part1")[0], dubai_pair("scene3_part1")[0]]
     return make_config([img], [lab], unlabeled, **kw)
-
-
-
-
 
 
 def weights(path):
@@ -269,6 +266,22 @@ def test_explicit_lambda_is_recorded_and_zero_means_supervised(tmp_path):
     train(dubai_config(aux_task="l1", lam=0.25), str(out))
     meta = load_model(str(out)).metadata
     assert meta["task"]["lambda"] == 0.25 and meta["task"]["mode"] == "semi-supervised"
+
+
+def test_poly_schedule_lowers_the_rate_step_by_step(tmp_path):
+    cfg = dubai_config(epochs=2, learning_rate=1e-3, lr_schedule="poly")
+    steps = math.ceil(cfg.samples_per_epoch / cfg.batch_size)
+    assert learning_rate_at(cfg, 1, 0, steps) == 1e-3
+    assert learning_rate_at(cfg, 2, 0, steps) == pytest.approx(1e-3 * 0.5 ** 0.9)
+    last = learning_rate_at(cfg, 2, steps - 1, steps)
+    assert last == pytest.approx(1e-3 * (1 / (2 * steps)) ** 0.9)
+    constant = dubai_config(epochs=2, learning_rate=1e-3)
+    assert {learning_rate_at(constant, e, s, steps) for e in (1, 2) for s in range(steps)} == {1e-3}
+    # the optimiser took its last step with the last rate; the model records the schedule
+    result = train(cfg, str(tmp_path / "poly.pt"))
+    optimizer = load_model(result.checkpoint_path).checkpoint["optimizer"]
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(last)
+    assert load_model(result.model_path).metadata["training"]["config"]["lr_schedule"] == "poly"
 
 
 # ---- 2. determinism and resume ---------------------------------------------------------------
@@ -790,6 +803,7 @@ def test_tile_larger_than_every_raster_is_refused(crops, tmp_path):
     ({"batch_size": 0}, ["BATCH_SIZE"]),
     ({"epochs": 0}, ["EPOCHS"]),
     ({"learning_rate": 0.0}, ["LEARNING_RATE"]),
+    ({"lr_schedule": "cosine"}, ["LR_SCHEDULE", "cosine", "poly"]),
     ({"device": "tpu"}, ["DEVICE", "tpu"]),
 ])
 def test_bad_parameters_are_refused(crops, tmp_path, overrides, words):
