@@ -163,7 +163,6 @@ class ConsistencyTask(AuxiliaryTask):
     # Tuning knobs for the benchmarks (bench/paper.py --variant); not user parameters.
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
-    warmup_steps = 0     # steps trained on the labels only before pseudo-labels are used
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
         self.confidence = number("confidence", confidence, 0.0, 1.0)
@@ -173,7 +172,6 @@ class ConsistencyTask(AuxiliaryTask):
         self.steps = 0           # EMA updates so far
         self._confident = 0.0
         self._seen = 0.0
-        self.steps_seen = 0      # steps with unlabeled tiles (warm-up)
 
     def hparams(self):
         return {"confidence": self.confidence, "ema_decay": self.ema_decay}
@@ -205,9 +203,6 @@ class ConsistencyTask(AuxiliaryTask):
     def before_step(self, net, batch, device, chunk=None):
         u = batch.extra.get("unlabeled")
         if u is None or not bool(u.any()):
-            return
-        self.steps_seen += 1
-        if self.steps_seen <= self.warmup_steps:
             return
         idx = u.nonzero()[:, 0]
         teacher = self._teacher(net)
@@ -286,14 +281,13 @@ class ConsistencyTask(AuxiliaryTask):
 
     def state_dict(self):
         if self.teacher is None and self._pending_teacher is None:
-            return {"steps_seen": self.steps_seen} if self.warmup_steps else {}
+            return {}
         weights = self.teacher.state_dict() if self.teacher is not None else self._pending_teacher
         return {"teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
-                "steps": self.steps, "steps_seen": self.steps_seen}
+                "steps": self.steps}
 
     def load_state_dict(self, state):
         if state.get("teacher") is not None:
             self._pending_teacher = state["teacher"]
             self.teacher = None
         self.steps = int(state.get("steps", 0))
-        self.steps_seen = int(state.get("steps_seen", 0))
