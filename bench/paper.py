@@ -97,6 +97,8 @@ def parse_range(text: str):
 
 
 def parse_args(argv=None):
+    from berunda.engine.lr_schedule import SCHEDULES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="defaults to start from (paper = the paper's protocol; cpu = reduced "
@@ -124,7 +126,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, help="labeled tiles per step (+ as many unlabeled)")
     p.add_argument("--encoder", help="smp encoder, random init (default resnet34)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
-    p.add_argument("--lr-schedule", choices=["constant", "poly"], default="constant",
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
                    help="LR_SCHEDULE of every run (default constant, as in the paper)")
     p.add_argument("--supervised-loss", choices=["ce", "weighted_ce", "ce_dice"],
                    help="SUPERVISED_LOSS of every run (default ce: cross-entropy, as in the paper)")

@@ -35,11 +35,10 @@ THRESHOLDS = (0.7, 0.8, 0.9, 0.95)
 
 def score_group(model, names, data: Path, folder: Path):
     from berunda.engine.inference import classify_raster
+    from berunda.engine.metrics import PairCounter, compute_scores
 
-    from berunda.engine.metrics import compute_scores
-
-    classes = len(model.metadata["classes"]["values"]) + 1    # + label 0, nodata
-    matrix = np.zeros((classes, classes), np.int64)
+    classes = model.metadata["classes"]
+    pairs = PairCounter()
     covered = np.zeros(len(THRESHOLDS))
     right = np.zeros(len(THRESHOLDS))
     valid_total = correct_total = 0
@@ -53,10 +52,9 @@ def score_group(model, names, data: Path, folder: Path):
             predicted = ds.read(1)
         with rasterio.open(conf) as ds:
             confidence = ds.read(1).astype(np.float64)
-        valid = truth != 0                  # label 0 = nodata in the Dubai labels
+        valid = truth != classes["nodata"]
         ok = (predicted == truth) & valid
-        matrix += np.bincount(truth[valid].astype(np.int64) * classes + predicted[valid],
-                              minlength=classes * classes).reshape(classes, classes)
+        pairs.update(truth[valid], predicted[valid])
         valid_total += int(valid.sum())
         correct_total += int(ok.sum())
         for i, tau in enumerate(THRESHOLDS):
@@ -64,7 +62,7 @@ def score_group(model, names, data: Path, folder: Path):
             covered[i] += keep.sum()
             right[i] += (ok & keep).sum()
         out.unlink(), conf.unlink()
-    miou = compute_scores(matrix[1:, 1:]).mean_iou
+    miou = compute_scores(pairs.matrix(classes["values"])).mean_iou
     return valid_total, correct_total, miou, covered, right
 
 

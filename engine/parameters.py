@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .lr_schedule import SCHEDULES as LR_SCHEDULES   # plain names, no torch
+
 # Task ids and the paper's λ, listed here without importing torch (a test keeps them equal
 # to the task registry in models/tasks).
 TASK_IDS = ["none", "l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw", "consistency"]
@@ -28,8 +30,6 @@ COMMON_ENCODERS = ["resnet34", "resnet18", "resnet50", "resnext50_32x4d", "effic
                    "tu-convnext_tiny"]
 # Supervised losses (ids of models/losses.py FACTORIES; a test keeps them equal).
 SUPERVISED_LOSSES = ["ce", "weighted_ce", "ce_dice"]
-# Learning-rate schedules (engine/lr_schedule.py SCHEDULES; a test keeps them equal).
-LR_SCHEDULES = ["constant", "poly"]
 
 #: kinds of parameter; each maps onto one QGIS parameter class and one argparse type
 KINDS = ("rasters", "raster", "polygons", "field", "enum", "int", "float", "bool", "string",
@@ -209,7 +209,7 @@ NETWORK_PARAMS: List[Param] = [
           "weights settle instead of stopping on a noisy step (measured on the Dubai "
           "benchmark: +1.0 mIoU for the supervised baseline, higher on each of 3 seeds). EPOCHS "
           "raised on RESUME stretches the curve from there.", default="constant", advanced=True,
-          choices=tuple(LR_SCHEDULES)),
+          choices=LR_SCHEDULES),
     Param("DEVICE", "enum", "Device",
           "auto (GPU when available), cuda or cpu; mixed precision on GPU.", default="auto",
           advanced=True, choices=tuple(DEVICES)),
