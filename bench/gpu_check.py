@@ -6,7 +6,8 @@ but without QGIS, segmentation-models-pytorch or rasterio installed (they travel
 2. the out-of-memory back-off, forced by capping the process's GPU memory: the trainer must
    halve its micro-batch and finish;
 3. berunda:classify's engine on a 16 Mpx raster with default parameters (Mpx/s);
-4. the throughput ratios of bench_training (Berunda's loop vs a bare smp step) and
+4. the throughput ratios of bench_training (Berunda's loop, for `none`, `kmeans` and
+   `consistency`, vs a bare smp step on as many tiles) and
    bench_inference (classify_raster vs the bare network at 512-px tiles) on the GPU.
 
 Prints a markdown table and writes gpu_check.json to --out.  On the device machine:
@@ -191,7 +192,7 @@ def check_ratios(data, args, tmp, record):
 
     device = torch.device(args.device)
     ratios = []
-    for row in record["training"][:2]:
+    for row in record["training"]:      # consistency: what its ~2 extra passes cost
         bare = bench_training.bare_samples_per_s(args.encoder, args.batch * (1 if row["task"] == "none" else 2),
                                                  args.tile, 5, 3, device, args.steps,
                                                  amp=device.type == "cuda")

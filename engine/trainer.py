@@ -18,7 +18,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..models.losses import FACTORIES as SUPERVISED_LOSS_FACTORIES, make_supervised_loss
+from ..models.losses import FACTORIES as SUPERVISED_LOSS_FACTORIES
+from ..models.losses import class_weights, make_supervised_loss
 from ..models.network import BerundaNetLate, describe_network
 from ..models.tasks import TASKS, get_task
 from . import distributed
@@ -228,6 +229,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
     net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     criterion = make_supervised_loss(config.supervised_loss, data.classes.pixel_counts)
+    task.use_class_weights(class_weights(config.supervised_loss, data.classes.pixel_counts))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     saved_balance = (state or {}).get("balance") or {}

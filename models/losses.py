@@ -78,10 +78,18 @@ def cross_entropy_dice() -> SupervisedLoss:
     return loss
 
 
+def class_weights(loss_id: str, pixel_counts: Optional[Sequence[int]]) -> Optional[torch.Tensor]:
+    """The per-class weights loss ``loss_id`` gives the labels (None: every class weighs 1):
+    an auxiliary task that learns pseudo-labels weighs them the same way."""
+    if loss_id == "weighted_ce" and pixel_counts:
+        return median_frequency_weights(pixel_counts)
+    return None
+
+
 #: id -> factory(pixel_counts) of the loss; the ids are SUPERVISED_LOSSES in engine/parameters.py
 FACTORIES: Dict[str, Callable[[Optional[Sequence[int]]], SupervisedLoss]] = {
     "ce": lambda counts: supervised_loss,
-    "weighted_ce": lambda counts: (weighted_cross_entropy(median_frequency_weights(counts))
+    "weighted_ce": lambda counts: (weighted_cross_entropy(class_weights("weighted_ce", counts))
                                    if counts else supervised_loss),
     "ce_dice": lambda counts: cross_entropy_dice(),
 }

@@ -71,6 +71,10 @@ class AuxiliaryTask:
         """Classes of the pooled bottleneck classifier (0: none)."""
         return 0
 
+    def use_class_weights(self, weights: Optional[torch.Tensor]) -> None:
+        """The supervised loss's per-class weights (None: every class weighs 1), given once
+        before training: a task that learns pseudo-labels weighs them like the labels."""
+
     def prepare(self, images: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
                 generator: Optional[torch.Generator] = None) -> PreparedBatch:
         return PreparedBatch(inputs=images, targets=images, labels=labels, valid=valid)

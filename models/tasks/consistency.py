@@ -163,6 +163,8 @@ class ConsistencyTask(AuxiliaryTask):
     # Tuning knobs for the benchmarks (bench/paper.py --variant); not user parameters.
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
+    align = False        # distribution alignment: pseudo-labels from p_c / EMA(p_c), renormalised
+    ALIGN_MOMENTUM = 0.99
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
         self.confidence = number("confidence", confidence, 0.0, 1.0)
@@ -172,6 +174,11 @@ class ConsistencyTask(AuxiliaryTask):
         self.steps = 0           # EMA updates so far
         self._confident = 0.0
         self._seen = 0.0
+        self._prior = None       # EMA of the mean predicted class probabilities (align)
+        self._weights = None     # the supervised loss's class weights (None: all 1)
+
+    def use_class_weights(self, weights):
+        self._weights = None if weights is None else weights.float().cpu()
 
     def hparams(self):
         return {"confidence": self.confidence, "ema_decay": self.ema_decay}
@@ -210,19 +217,40 @@ class ConsistencyTask(AuxiliaryTask):
         with torch.no_grad(), batch_statistics(teacher):
             for part in idx.split(chunk or len(idx)):
                 logits.append(teacher(batch.inputs[part].to(device)).seg.float().cpu())
-        labels_u, keep = pseudo_labels(torch.cat(logits), batch.valid[idx], self.confidence)
+        logits = torch.cat(logits)
+        if self.align:
+            logits = self._aligned(logits, batch.valid[idx])
+        labels_u, keep = pseudo_labels(logits, batch.valid[idx], self.confidence)
         n = batch.inputs.shape[0]
         pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
         pseudo[idx] = labels_u
-        valid_fp = float(batch.valid[idx].sum())
-        valid_strong = float(batch.extra["strong_valid"][idx].sum())
+        # Each valid pixel counts in the denominator with the weight of its predicted class
+        # (1 without class weights: FixMatch's count of valid pixels).
+        weight = torch.zeros(batch.valid[:, 0].shape)
+        weight[idx] = (1.0 if self._weights is None else self._weights[logits.argmax(dim=1)])
+        valid_fp = float((weight * batch.valid[:, 0]).sum())
+        valid_strong = float((mix(weight, batch.extra["partner"], batch.extra["box"])
+                              * batch.extra["strong_valid"][:, 0]).sum())
         self._confident += float(keep.sum())
-        self._seen += valid_fp
+        self._seen += float(batch.valid[idx].sum())
         # Lu of a micro-batch of r tiles = sum * norm / r  ->  over the step: sum / (valid pixels)
-        norm = torch.tensor([n / max(valid_strong, 1.0), n / max(valid_fp, 1.0)])
+        norm = torch.tensor([n / max(valid_strong, 1e-6), n / max(valid_fp, 1e-6)])
         batch.extra.update(pseudo=pseudo,
                            pseudo_mix=mix(pseudo, batch.extra["partner"], batch.extra["box"]),
                            norm=norm.expand(n, 2).clone())
+
+    def _aligned(self, logits, valid):
+        """Distribution alignment towards uniform classes (ReMixMatch; DebiasPL): divide the
+        probabilities by the running mean prediction, so a class the network predicts rarely
+        (under-represented in the labels) is not drowned by the frequent ones."""
+        log_p = torch.log_softmax(logits.float(), dim=1)
+        mean = log_p.exp().permute(1, 0, 2, 3)[:, valid[:, 0] > 0].mean(dim=1)
+        if self._prior is None:
+            self._prior = torch.full_like(mean, 1.0 / len(mean))
+        if mean.isfinite().all():
+            m = self.ALIGN_MOMENTUM
+            self._prior = m * self._prior + (1 - m) * mean
+        return log_p - self._prior.clamp(min=1e-6).log().view(1, -1, 1, 1)
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
     def forward(self, net, batch):
@@ -246,8 +274,9 @@ class ConsistencyTask(AuxiliaryTask):
         u = batch.extra["unlabeled"]
         norm = batch.extra["norm"][u][0]
         rows = batch.inputs.shape[0]
+        w = None if self._weights is None else self._weights.to(out.seg.device)
         ce = lambda logits, target: F.cross_entropy(  # noqa: E731
-            logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+            logits.float(), target, weight=w, ignore_index=IGNORE_INDEX, reduction="sum")
         strong = ce(extra["strong"], batch.extra["pseudo_mix"][u]) * norm[0] / rows
         perturbed = ce(extra["fp"], batch.extra["pseudo"][u]) * norm[1] / rows
         return 0.5 * (strong + perturbed)
@@ -280,13 +309,16 @@ class ConsistencyTask(AuxiliaryTask):
         return {"confident_share": confident / seen} if seen else {}
 
     def state_dict(self):
+        prior = {} if self._prior is None else {"prior": self._prior.clone()}
         if self.teacher is None and self._pending_teacher is None:
-            return {}
+            return prior
         weights = self.teacher.state_dict() if self.teacher is not None else self._pending_teacher
         return {"teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
-                "steps": self.steps}
+                "steps": self.steps, **prior}
 
     def load_state_dict(self, state):
+        if state.get("prior") is not None:
+            self._prior = state["prior"].clone()
         if state.get("teacher") is not None:
             self._pending_teacher = state["teacher"]
             self.teacher = None
