@@ -1,4 +1,4 @@
-"""The GPU check (issue 15): one command, about 5 minutes on one GPU, on a machine with torch
+"""The GPU check (issue 15): one command, about a minute on an H100, on a machine with torch
 but without QGIS, segmentation-models-pytorch or rasterio installed (they travel as wheels).
 
 1. CUDA training steps with AMP for `none`, `kmeans` and `consistency` (finite losses, the

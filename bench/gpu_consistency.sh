@@ -31,8 +31,7 @@ common=(--preset medium --data "$DATA" --device "$DEVICE" --epochs "$EPOCHS" --s
 declare -A ARGS=([supervised]="--tasks" [consistency]="--no-baseline --tasks consistency --lambdas 1"
                  [jigsaw]="--no-baseline --tasks jigsaw --lambdas 0.5"
                  [supervised_wce]="--tasks --supervised-loss weighted_ce"
-                 [consistency_wce]="--no-baseline --tasks consistency --lambdas 1 --supervised-loss weighted_ce"
-                 [consistency_align]="--no-baseline --tasks consistency --lambdas 1 --variant consistency.align=1")
+                 [consistency_wce]="--no-baseline --tasks consistency --lambdas 1 --supervised-loss weighted_ce")
 CHECK=${CHECK:-1}      # 0: no gpu_check afterwards, the trainings get the whole budget
 train_deadline=$(( CHECK ? BUDGET * 70 / 100 : BUDGET - 30 ))
 for seed in $SEEDS; do

@@ -89,5 +89,5 @@ def train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device, 
             optimizer.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            reporter.info(f"CUDA ran out of memory: continuing with batches of {micro[0]} "
-                          "(gradients accumulated to the same effective batch).")
+            reporter.info(f"CUDA ran out of memory: continuing with passes of {micro[0]} of the "
+                          f"step's {n} tiles (gradients accumulated to the same effective batch).")

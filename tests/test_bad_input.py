@@ -540,7 +540,7 @@ def test_train_out_of_memory_halves_the_batch(qgis_app, inputs, tmp_path, monkey
     patch_engine(monkeypatch, tmp_path.parent / f"{tmp_path.name}_patch", OOM_ONCE)
     feedback = recording_feedback()
     result = run("train", train_params(inputs, tmp_path), feedback)
-    assert any("out of memory" in line and "batches of 1" in line for line in feedback.infos)
+    assert any("out of memory" in line and "passes of 1 " in line for line in feedback.infos)
     history = load_model(result["OUTPUT_MODEL"]).metadata["history"]
     assert [r["batch_size"] for r in history] == [1]
     assert np.isfinite(result["FINAL_LOSS"])

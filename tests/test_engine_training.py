@@ -268,6 +268,27 @@ def test_explicit_lambda_is_recorded_and_zero_means_supervised(tmp_path):
     assert meta["task"]["lambda"] == 0.25 and meta["task"]["mode"] == "semi-supervised"
 
 
+@pytest.mark.parametrize("loss_id", ["ce", "weighted_ce"])
+def test_a_task_gets_the_supervised_loss_class_weights(tmp_path, monkeypatch, loss_id):
+    """The trainer hands every task the supervised loss's class weights (consistency weighs
+    its pseudo-labels with them): median-frequency weights for weighted_ce, None for ce."""
+    from berunda.models.losses import median_frequency_weights
+    from berunda.models.tasks.consistency import ConsistencyTask
+
+    given = []
+    original = ConsistencyTask.use_class_weights
+    monkeypatch.setattr(ConsistencyTask, "use_class_weights",
+                        lambda self, w: (given.append(w), original(self, w)))
+    result = train(dubai_config(aux_task="consistency", supervised_loss=loss_id, epochs=1),
+                   str(tmp_path / "m.pt"))
+    counts = load_model(result.model_path).metadata["classes"]["pixel_counts"]
+    assert len(given) == 1
+    if loss_id == "ce":
+        assert given[0] is None
+    else:
+        assert torch.equal(given[0], median_frequency_weights(counts))
+
+
 def test_poly_schedule_lowers_the_rate_step_by_step(tmp_path):
     cfg = dubai_config(epochs=2, learning_rate=1e-3, lr_schedule="poly")
     steps = math.ceil(cfg.samples_per_epoch / cfg.batch_size)
@@ -461,7 +482,7 @@ def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch, task_id):
         assert raised == [2]   # the whole batch of 2 labeled tiles
     assert seen and set(seen) == {half}   # every later forward got the halved batch
     halved = [line for line in log.lines if "out of memory" in line]
-    assert len(halved) == 1 and f"batches of {half}" in halved[0]
+    assert len(halved) == 1 and f"passes of {half} " in halved[0]
     assert [r["batch_size"] for r in result.history] == [half, half]
     meta = load_model(str(out)).metadata
     assert [r["batch_size"] for r in meta["history"]] == [half, half]

@@ -231,6 +231,40 @@ def test_lu_is_averaged_over_valid_unlabeled_pixels_of_the_whole_step(tiny):
     assert 0 <= metrics["confident_share"] <= 1 and task.epoch_metrics() == {}
 
 
+def test_pseudo_labels_are_weighed_like_the_labels(tiny):
+    """With the supervised loss's class weights (weighted_ce), each confident pixel's CE is
+    weighed by its pseudo-label's class and each valid pixel counts in the denominator with
+    the weight of its predicted class; without weights, Lu is unchanged."""
+    net, images, labels, valid = tiny
+    net.train()
+    plain = get_task("consistency", confidence=0.3)
+    prepared = prepared_step(plain, net, images, labels, valid)
+    torch.manual_seed(1)
+    out = plain.forward(net, prepared)
+    unweighted = plain.loss(out, prepared).item()
+    w = torch.tensor([0.5, 4.0, 1.0, 2.0])
+    weighted = get_task("consistency", confidence=0.3)
+    weighted.use_class_weights(w)
+    prepared_w = prepared_step(weighted, net, images, labels, valid)
+    assert torch.equal(prepared_w.extra["pseudo"], prepared.extra["pseudo"])
+    u = prepared.extra["unlabeled"]
+    with torch.no_grad(), cons.batch_statistics(net):
+        predicted = torch.zeros(labels.shape, dtype=torch.long)
+        predicted[u] = net(images[u]).seg.argmax(1)
+    mixed = cons.mix(predicted, prepared.extra["partner"], prepared.extra["box"])
+    ce = lambda logits, target: nn.functional.cross_entropy(  # noqa: E731
+        logits, target, weight=w, ignore_index=IGNORE_INDEX, reduction="sum")
+    strong = ce(out.extra["strong"], prepared.extra["pseudo_mix"][u]) \
+        / (w[mixed[u]] * prepared.extra["strong_valid"][u][:, 0]).sum()
+    fp = ce(out.extra["fp"], prepared.extra["pseudo"][u]) / (w[predicted[u]] * valid[u][:, 0]).sum()
+    expected = 0.5 * (strong + fp).item()
+    assert weighted.loss(out, prepared_w).item() == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(unweighted, rel=1e-3)
+    weighted.use_class_weights(None)       # back to FixMatch's count: Lu as without weights
+    assert weighted.loss(out, prepared_step(weighted, net, images, labels, valid)).item() \
+        == pytest.approx(unweighted, rel=1e-6)
+
+
 # ---- EMA teacher -----------------------------------------------------------------------------
 
 def test_ema_teacher_follows_the_weights_and_survives_a_checkpoint(tiny):

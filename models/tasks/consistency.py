@@ -27,6 +27,11 @@ each a cross-entropy summed over the confident pixels and divided by the number
 of valid unlabeled pixels of the whole step (unconfident pixels count in the
 denominator, as in FixMatch, so Lu grows as the network becomes confident).  The
 step-wide denominator keeps Lu the same when CUDA memory forces micro-batches.
+With the supervised loss's class weights (SUPERVISED_LOSS=weighted_ce, given through
+``use_class_weights``), a confident pixel's CE is weighed by its pseudo-label's class and a
+valid pixel counts in the denominator with its predicted class's weight: unweighted
+pseudo-labels, mostly of the frequent classes, would undo the weighting (measured on a GPU,
+bench/README.md: −8.7 mIoU against supervised weighted_ce).
 
 Optional EMA teacher (``ema_decay`` > 0, mean teacher, Tarvainen & Valpola 2017):
 the pseudo-labels come from an exponential moving average of the weights
@@ -163,8 +168,6 @@ class ConsistencyTask(AuxiliaryTask):
     # Tuning knobs for the benchmarks (bench/paper.py --variant); not user parameters.
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
-    align = False        # distribution alignment: pseudo-labels from p_c / EMA(p_c), renormalised
-    ALIGN_MOMENTUM = 0.99
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0):
         self.confidence = number("confidence", confidence, 0.0, 1.0)
@@ -174,7 +177,6 @@ class ConsistencyTask(AuxiliaryTask):
         self.steps = 0           # EMA updates so far
         self._confident = 0.0
         self._seen = 0.0
-        self._prior = None       # EMA of the mean predicted class probabilities (align)
         self._weights = None     # the supervised loss's class weights (None: all 1)
 
     def use_class_weights(self, weights):
@@ -218,8 +220,6 @@ class ConsistencyTask(AuxiliaryTask):
             for part in idx.split(chunk or len(idx)):
                 logits.append(teacher(batch.inputs[part].to(device)).seg.float().cpu())
         logits = torch.cat(logits)
-        if self.align:
-            logits = self._aligned(logits, batch.valid[idx])
         labels_u, keep = pseudo_labels(logits, batch.valid[idx], self.confidence)
         n = batch.inputs.shape[0]
         pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
@@ -238,19 +238,6 @@ class ConsistencyTask(AuxiliaryTask):
         batch.extra.update(pseudo=pseudo,
                            pseudo_mix=mix(pseudo, batch.extra["partner"], batch.extra["box"]),
                            norm=norm.expand(n, 2).clone())
-
-    def _aligned(self, logits, valid):
-        """Distribution alignment towards uniform classes (ReMixMatch; DebiasPL): divide the
-        probabilities by the running mean prediction, so a class the network predicts rarely
-        (under-represented in the labels) is not drowned by the frequent ones."""
-        log_p = torch.log_softmax(logits.float(), dim=1)
-        mean = log_p.exp().permute(1, 0, 2, 3)[:, valid[:, 0] > 0].mean(dim=1)
-        if self._prior is None:
-            self._prior = torch.full_like(mean, 1.0 / len(mean))
-        if mean.isfinite().all():
-            m = self.ALIGN_MOMENTUM
-            self._prior = m * self._prior + (1 - m) * mean
-        return log_p - self._prior.clamp(min=1e-6).log().view(1, -1, 1, 1)
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
     def forward(self, net, batch):
@@ -309,16 +296,13 @@ class ConsistencyTask(AuxiliaryTask):
         return {"confident_share": confident / seen} if seen else {}
 
     def state_dict(self):
-        prior = {} if self._prior is None else {"prior": self._prior.clone()}
         if self.teacher is None and self._pending_teacher is None:
-            return prior
+            return {}
         weights = self.teacher.state_dict() if self.teacher is not None else self._pending_teacher
         return {"teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
-                "steps": self.steps, **prior}
+                "steps": self.steps}
 
     def load_state_dict(self, state):
-        if state.get("prior") is not None:
-            self._prior = state["prior"].clone()
         if state.get("teacher") is not None:
             self._pending_teacher = state["teacher"]
             self.teacher = None
