@@ -67,7 +67,7 @@ def test_thresholding_keeps_exactly_the_pixels_at_or_above_tau():
 # ---- CutMix ----------------------------------------------------------------------------------
 
 def test_cutmix_mixes_images_pseudo_labels_and_masks_with_the_same_box(monkeypatch):
-    monkeypatch.setattr(cons, "photometric", lambda x, valid, gen, strength: x * valid)
+    monkeypatch.setattr(cons, "apply_photometric", lambda x, valid, draws: x * valid)
     task = get_task("consistency", confidence=0.9)
     task.cutmix_p = 1.0                              # every unlabeled tile gets a box
     images, labels, valid = batch_with(labeled=2, unlabeled=4)

@@ -10,7 +10,8 @@ For the unlabeled tiles of a step (tiles without a single labelled pixel):
   Batch norm uses the batch's own statistics there without touching the running
   averages: after a few hundred steps those averages still lag the weights and
   eval-mode predictions are poor (see engine/batchnorm.py).
-- **strong view** (``prepare``, on the CPU with the step's generator) = photometric
+- **strong view** (its random numbers drawn in ``prepare`` from the step's generator on the
+  CPU, the view made in ``before_step`` on the training device) = photometric
   perturbations that make sense for any band count once the bands are z-scored —
   per-band gain/offset jitter, a band-mixing jitter (identity + small random matrix;
   with p = 0.2 all bands replaced by their mean), Gaussian blur, Gaussian noise —
@@ -79,32 +80,45 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y[0]
 
 
+def photometric_draws(gen: Optional[torch.Generator], k: int, c: int, shape,
+                      strength: float = 1.0) -> dict:
+    """The random numbers of ``photometric`` for k tiles of c bands (``shape`` = their
+    (k, C, H, W)), drawn on the CPU from ``gen``.  Every number is drawn whether or not its
+    perturbation is applied, so the stream does not depend on earlier coin flips."""
+    s = strength
+    d = {"jitter": (torch.rand(k, generator=gen) < 0.8).view(k, 1, 1, 1)}
+    d["gain"] = _uniform(gen, 1 - 0.4 * s, 1 + 0.4 * s, k, 1, 1, 1) \
+        * _uniform(gen, 1 - 0.15 * s, 1 + 0.15 * s, k, c, 1, 1)
+    d["offset"] = _uniform(gen, -0.4 * s, 0.4 * s, k, 1, 1, 1) \
+        + _uniform(gen, -0.15 * s, 0.15 * s, k, c, 1, 1)
+    d["mixing"] = torch.eye(c) + _uniform(gen, -0.15 * s, 0.15 * s, k, c, c)
+    d["gray"] = (torch.rand(k, generator=gen) < 0.2).view(k, 1, 1, 1)
+    d["blur"] = torch.rand(k, generator=gen) < 0.5
+    d["sigma"] = _uniform(gen, 0.1, 2.0, k)
+    d["noisy"] = (torch.rand(k, generator=gen) < 0.5).view(k, 1, 1, 1)
+    d["noise"] = torch.randn(tuple(shape), generator=gen) * _uniform(gen, 0.0, 0.1 * s, k, 1, 1, 1)
+    return d
+
+
+def apply_photometric(x: torch.Tensor, valid: torch.Tensor, d: dict) -> torch.Tensor:
+    """The strong photometric perturbation ``d`` (photometric_draws) of z-scored tiles
+    (k, C, H, W), on x's device; invalid pixels stay 0."""
+    dev = x.device
+    y = torch.einsum("kij,kjhw->kihw", d["mixing"].to(x), x) * d["gain"].to(x) + d["offset"].to(x)
+    y = torch.where(d["gray"].to(dev), y.mean(dim=1, keepdim=True).expand_as(y), y)
+    y = torch.where(d["jitter"].to(dev), y, x)
+    y = torch.stack([gaussian_blur(t, float(sg)) if b else t
+                     for t, b, sg in zip(y, d["blur"], d["sigma"])])
+    noise = d["noise"].to(x)
+    y = y + torch.where(d["noisy"].to(dev), noise, torch.zeros_like(noise))
+    return y * valid
+
+
 def photometric(x: torch.Tensor, valid: torch.Tensor, gen: Optional[torch.Generator],
                 strength: float = 1.0) -> torch.Tensor:
-    """Strong photometric perturbation of z-scored tiles (k, C, H, W); invalid pixels stay 0.
-
-    Every random number is drawn whether or not its perturbation is applied, so the
-    stream does not depend on earlier coin flips."""
-    k, c = x.shape[:2]
-    s = strength
-    jitter = (torch.rand(k, generator=gen) < 0.8).view(k, 1, 1, 1)
-    gain = _uniform(gen, 1 - 0.4 * s, 1 + 0.4 * s, k, 1, 1, 1) \
-        * _uniform(gen, 1 - 0.15 * s, 1 + 0.15 * s, k, c, 1, 1)
-    offset = _uniform(gen, -0.4 * s, 0.4 * s, k, 1, 1, 1) \
-        + _uniform(gen, -0.15 * s, 0.15 * s, k, c, 1, 1)
-    mixing = torch.eye(c) + _uniform(gen, -0.15 * s, 0.15 * s, k, c, c)
-    gray = (torch.rand(k, generator=gen) < 0.2).view(k, 1, 1, 1)
-    blur = torch.rand(k, generator=gen) < 0.5
-    sigma = _uniform(gen, 0.1, 2.0, k)
-    noisy = (torch.rand(k, generator=gen) < 0.5).view(k, 1, 1, 1)
-    noise = torch.randn(x.shape, generator=gen) * _uniform(gen, 0.0, 0.1 * s, k, 1, 1, 1)
-
-    y = torch.einsum("kij,kjhw->kihw", mixing.to(x), x) * gain.to(x) + offset.to(x)
-    y = torch.where(gray.to(x.device), y.mean(dim=1, keepdim=True).expand_as(y), y)
-    y = torch.where(jitter.to(x.device), y, x)
-    y = torch.stack([gaussian_blur(t, float(sg)) if b else t for t, b, sg in zip(y, blur, sigma)])
-    y = y + torch.where(noisy, noise, torch.zeros_like(noise)).to(x)
-    return y * valid
+    """Strong photometric perturbation of z-scored tiles (k, C, H, W); invalid pixels stay 0."""
+    return apply_photometric(x, valid, photometric_draws(gen, x.shape[0], x.shape[1], x.shape,
+                                                         strength))
 
 
 def cutmix_boxes(k: int, h: int, w: int, gen: Optional[torch.Generator], p: float = 0.5,
@@ -178,6 +192,7 @@ class ConsistencyTask(AuxiliaryTask):
         self._confident = 0.0
         self._seen = 0.0
         self._weights = None     # the supervised loss's class weights (None: all 1)
+        self._draws = None       # this step's strong-view draws, from prepare to before_step
 
     def use_class_weights(self, weights):
         self._weights = None if weights is None else weights.float().cpu()
@@ -185,15 +200,17 @@ class ConsistencyTask(AuxiliaryTask):
     def hparams(self):
         return {"confidence": self.confidence, "ema_decay": self.ema_decay}
 
-    # -- per step, on the CPU: strong views and CutMix boxes -----------------------------------
+    # -- per step, on the CPU: the random draws of the strong views and the CutMix boxes --------
     def prepare(self, images, labels, valid, generator=None):
-        n, _, h, w = images.shape
+        n, c, h, w = images.shape
         u = unlabeled_rows(labels)
         extra = {"unlabeled": u}
         idx = u.nonzero()[:, 0]
         k = len(idx)
+        self._draws = None
         if k:
-            strong = photometric(images[idx], valid[idx], generator, self.strength)
+            # Only drawn here: the views are made in before_step, on the training device.
+            self._draws = photometric_draws(generator, k, c, (k, c, h, w), self.strength)
             order = torch.randperm(k, generator=generator)
             partner = torch.empty(k, dtype=torch.long)
             partner[order] = order.roll(-1)      # a different tile when there are several
@@ -202,42 +219,44 @@ class ConsistencyTask(AuxiliaryTask):
             full_box[idx] = box
             full_partner = torch.arange(n)
             full_partner[idx] = idx[partner]
-            extra.update(strong=mix(torch.zeros_like(images).index_copy(0, idx, strong),
-                                    full_partner, full_box),
-                         strong_valid=mix(valid, full_partner, full_box),
+            extra.update(strong_valid=mix(valid, full_partner, full_box),
                          box=full_box, partner=full_partner)
         return PreparedBatch(images, images, labels, valid, extra)
 
-    # -- once per step, no gradient: pseudo-labels ---------------------------------------------
+    # -- once per step, no gradient, on the device: strong views and pseudo-labels --------------
     def before_step(self, net, batch, device, chunk=None):
         u = batch.extra.get("unlabeled")
         if u is None or not bool(u.any()):
             return
+        extra = batch.extra
         idx = u.nonzero()[:, 0]
+        on = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        partner, box = on(extra["partner"]), on(extra["box"])
+        inputs_u, valid_u = on(batch.inputs[idx]), on(batch.valid[idx])
+        with torch.autocast(device.type, enabled=False):   # float32 views, as on the CPU
+            strong = apply_photometric(inputs_u.float(), valid_u, self._draws)
+        strong = torch.zeros(batch.inputs.shape, device=device).index_copy(0, on(idx), strong)
         teacher = self._teacher(net)
-        logits = []
         with torch.no_grad(), batch_statistics(teacher):
-            for part in idx.split(chunk or len(idx)):
-                logits.append(teacher(batch.inputs[part].to(device)).seg.float().cpu())
-        logits = torch.cat(logits)
-        labels_u, keep = pseudo_labels(logits, batch.valid[idx], self.confidence)
+            logits = torch.cat([teacher(part).seg.float()
+                                for part in inputs_u.split(chunk or len(idx))])
+        labels_u, keep = pseudo_labels(logits, valid_u, self.confidence)
         n = batch.inputs.shape[0]
-        pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long)
-        pseudo[idx] = labels_u
+        pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long, device=device)
+        pseudo[on(idx)] = labels_u
         # Each valid pixel counts in the denominator with the weight of its predicted class
         # (1 without class weights: FixMatch's count of valid pixels).
-        weight = torch.zeros(batch.valid[:, 0].shape)
-        weight[idx] = (1.0 if self._weights is None else self._weights[logits.argmax(dim=1)])
-        valid_fp = float((weight * batch.valid[:, 0]).sum())
-        valid_strong = float((mix(weight, batch.extra["partner"], batch.extra["box"])
-                              * batch.extra["strong_valid"][:, 0]).sum())
+        weight = torch.zeros(batch.labels.shape, device=device)
+        weight[on(idx)] = (1.0 if self._weights is None
+                           else on(self._weights)[logits.argmax(dim=1)])
+        valid_fp = float((weight[on(idx)] * valid_u[:, 0]).sum())
+        valid_strong = float((mix(weight, partner, box) * on(extra["strong_valid"])[:, 0]).sum())
         self._confident += float(keep.sum())
-        self._seen += float(batch.valid[idx].sum())
+        self._seen += float(valid_u.sum())
         # Lu of a micro-batch of r tiles = sum * norm / r  ->  over the step: sum / (valid pixels)
         norm = torch.tensor([n / max(valid_strong, 1e-6), n / max(valid_fp, 1e-6)])
-        batch.extra.update(pseudo=pseudo,
-                           pseudo_mix=mix(pseudo, batch.extra["partner"], batch.extra["box"]),
-                           norm=norm.expand(n, 2).clone())
+        extra.update(strong=mix(strong, partner, box), pseudo=pseudo,
+                     pseudo_mix=mix(pseudo, partner, box), norm=norm.expand(n, 2).clone())
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
     def forward(self, net, batch):
