@@ -80,12 +80,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y[0]
 
 
-def photometric_draws(gen: Optional[torch.Generator], k: int, c: int, shape,
-                      strength: float = 1.0) -> dict:
-    """The random numbers of ``photometric`` for k tiles of c bands (``shape`` = their
-    (k, C, H, W)), drawn on the CPU from ``gen``.  Every number is drawn whether or not its
-    perturbation is applied, so the stream does not depend on earlier coin flips."""
-    s = strength
+def photometric_draws(gen: Optional[torch.Generator], shape, strength: float = 1.0) -> dict:
+    """The random numbers of ``photometric`` for tiles of ``shape`` (k, C, H, W), drawn on the
+    CPU from ``gen``.  Every number is drawn whether or not its perturbation is applied, so
+    the stream does not depend on earlier coin flips."""
+    k, c, s = shape[0], shape[1], strength
     d = {"jitter": (torch.rand(k, generator=gen) < 0.8).view(k, 1, 1, 1)}
     d["gain"] = _uniform(gen, 1 - 0.4 * s, 1 + 0.4 * s, k, 1, 1, 1) \
         * _uniform(gen, 1 - 0.15 * s, 1 + 0.15 * s, k, c, 1, 1)
@@ -117,8 +116,7 @@ def apply_photometric(x: torch.Tensor, valid: torch.Tensor, d: dict) -> torch.Te
 def photometric(x: torch.Tensor, valid: torch.Tensor, gen: Optional[torch.Generator],
                 strength: float = 1.0) -> torch.Tensor:
     """Strong photometric perturbation of z-scored tiles (k, C, H, W); invalid pixels stay 0."""
-    return apply_photometric(x, valid, photometric_draws(gen, x.shape[0], x.shape[1], x.shape,
-                                                         strength))
+    return apply_photometric(x, valid, photometric_draws(gen, x.shape, strength))
 
 
 def cutmix_boxes(k: int, h: int, w: int, gen: Optional[torch.Generator], p: float = 0.5,
@@ -210,7 +208,7 @@ class ConsistencyTask(AuxiliaryTask):
         self._draws = None
         if k:
             # Only drawn here: the views are made in before_step, on the training device.
-            self._draws = photometric_draws(generator, k, c, (k, c, h, w), self.strength)
+            self._draws = photometric_draws(generator, (k, c, h, w), self.strength)
             order = torch.randperm(k, generator=generator)
             partner = torch.empty(k, dtype=torch.long)
             partner[order] = order.roll(-1)      # a different tile when there are several
