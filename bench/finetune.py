@@ -114,7 +114,7 @@ def main(argv=None):
     base = TrainingConfig(
         labeled_images=[], labels=[], aux_task="none", encoder=args.encoder, tile_size=args.tile,
         batch_size=args.batch, epochs=args.epochs, samples_per_epoch=args.samples,
-        learning_rate=args.lr, device=device.type,
+        learning_rate=args.lr, device=device.type, supervised_loss="ce",   # as measured
         validation_images=[i for i, _ in validation], validation_labels=[l for _, l in validation])
     parent_data = dict(labeled_images=[i for i, _ in parent_pairs], labels=[l for _, l in parent_pairs])
     target_data = dict(labeled_images=[i for i, _ in target_pairs], labels=[l for _, l in target_pairs])

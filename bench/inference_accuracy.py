@@ -54,7 +54,8 @@ def main() -> None:
             labeled_images=[str(data / "images" / f"{n}.tif") for n in names],
             labels=[str(data / "labels" / f"{n}.tif") for n in names], aux_task="none",
             encoder="resnet18", tile_size=128, batch_size=4, epochs=args.epochs,
-            samples_per_epoch=args.samples, learning_rate=1e-3, device=args.device, seed=0)
+            samples_per_epoch=args.samples, learning_rate=1e-3, device=args.device, seed=0,
+            supervised_loss="ce")   # the loss of the measured model (bench/README.md)
         train(config, model, PrintReporter())
     package = load_model(model)
     assert package.metadata["tile_size"] == 128, "the case is a model trained at 128 px"

@@ -27,7 +27,7 @@ class TrainingConfig:
     samples_per_epoch: int = 5000        # N labeled (+ N unlabeled) tiles per pseudo-epoch
     learning_rate: float = 1e-4
     lr_schedule: str = "constant"        # engine/lr_schedule.py: constant or poly
-    supervised_loss: str = "ce"          # models/losses.py: ce, weighted_ce, ce_dice
+    supervised_loss: str = "weighted_ce" # models/losses.py: weighted_ce, ce, ce_dice
     device: str = "auto"
     seed: int = 0
     augment: bool = True                 # random flips and 90° rotations
