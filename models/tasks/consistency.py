@@ -213,6 +213,7 @@ class ConsistencyTask(AuxiliaryTask):
             partner = torch.empty(k, dtype=torch.long)
             partner[order] = order.roll(-1)      # a different tile when there are several
             box = cutmix_boxes(k, h, w, generator, self.cutmix_p)
+            self._draws.update(partner=partner, box=box)   # among the unlabeled tiles
             full_box = torch.zeros(n, 1, h, w)
             full_box[idx] = box
             full_partner = torch.arange(n)
@@ -223,38 +224,43 @@ class ConsistencyTask(AuxiliaryTask):
 
     # -- once per step, no gradient, on the device: strong views and pseudo-labels --------------
     def before_step(self, net, batch, device, chunk=None):
+        """Computed on the device for the step's k unlabeled tiles; the results go back to
+        the CPU with the rest of the step, so that the out-of-memory fallback's micro-batches
+        still bound what the GPU holds."""
         u = batch.extra.get("unlabeled")
         if u is None or not bool(u.any()):
             return
-        extra = batch.extra
+        extra, d = batch.extra, self._draws
         idx = u.nonzero()[:, 0]
         on = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        partner, box = on(extra["partner"]), on(extra["box"])
+        partner, box = on(d["partner"]), on(d["box"])
         inputs_u, valid_u = on(batch.inputs[idx]), on(batch.valid[idx])
         with torch.autocast(device.type, enabled=False):   # float32 views, as on the CPU
-            strong = apply_photometric(inputs_u.float(), valid_u, self._draws)
-        strong = torch.zeros(batch.inputs.shape, device=device).index_copy(0, on(idx), strong)
+            strong = mix(apply_photometric(inputs_u.float(), valid_u, d), partner, box)
         teacher = self._teacher(net)
         with torch.no_grad(), batch_statistics(teacher):
             logits = torch.cat([teacher(part).seg.float()
                                 for part in inputs_u.split(chunk or len(idx))])
         labels_u, keep = pseudo_labels(logits, valid_u, self.confidence)
-        n = batch.inputs.shape[0]
-        pseudo = torch.full(batch.labels.shape, IGNORE_INDEX, dtype=torch.long, device=device)
-        pseudo[on(idx)] = labels_u
         # Each valid pixel counts in the denominator with the weight of its predicted class
         # (1 without class weights: FixMatch's count of valid pixels).
-        weight = torch.zeros(batch.labels.shape, device=device)
-        weight[on(idx)] = (1.0 if self._weights is None
-                           else on(self._weights)[logits.argmax(dim=1)])
-        valid_fp = float((weight[on(idx)] * valid_u[:, 0]).sum())
-        valid_strong = float((mix(weight, partner, box) * on(extra["strong_valid"])[:, 0]).sum())
+        weight = (torch.ones_like(valid_u[:, 0]) if self._weights is None
+                  else on(self._weights)[logits.argmax(dim=1)])
+        valid_fp = float((weight * valid_u[:, 0]).sum())
+        strong_valid = on(extra["strong_valid"][idx])[:, 0]
+        valid_strong = float((mix(weight, partner, box) * strong_valid).sum())
         self._confident += float(keep.sum())
         self._seen += float(valid_u.sum())
+        n = batch.inputs.shape[0]
+
+        def rows(t, fill):   # the k unlabeled rows into the step's n rows, on the CPU
+            return torch.full((n,) + t.shape[1:], fill, dtype=t.dtype).index_copy(0, idx, t.cpu())
+
         # Lu of a micro-batch of r tiles = sum * norm / r  ->  over the step: sum / (valid pixels)
         norm = torch.tensor([n / max(valid_strong, 1e-6), n / max(valid_fp, 1e-6)])
-        extra.update(strong=mix(strong, partner, box), pseudo=pseudo,
-                     pseudo_mix=mix(pseudo, partner, box), norm=norm.expand(n, 2).clone())
+        extra.update(strong=rows(strong, 0.0), pseudo=rows(labels_u, IGNORE_INDEX),
+                     pseudo_mix=rows(mix(labels_u, partner, box), IGNORE_INDEX),
+                     norm=norm.expand(n, 2).clone())
 
     # -- per micro-batch: weak + strong in one pass, then the perturbed-feature decoder pass --
     def forward(self, net, batch):
