@@ -11,8 +11,9 @@
 # whole script's wall-clock budget (default 560: the device tool's 10-minute limit). The
 # budget of a training is set by EPOCHS / SAMPLES (default 24 × 384 tiles = 2304 steps of
 # 4 + 4 128-px tiles, 6× the medium preset); a training not done by its deadline is killed
-# and missing from the table. TASKS picks the rows (ARGS below), CHECK=0 skips gpu_check. DEVICE=cpu EPOCHS=1 SAMPLES=8 VAL_PARTS=1 SEEDS=0 runs the same
-# script at toy size on a CPU (a smoke test of the script).
+# and missing from the table. TASKS picks the rows (ARGS below), CHECK=0 skips gpu_check.
+# DEVICE=cpu EPOCHS=1 SAMPLES=8 VAL_PARTS=1 SEEDS=0 runs the same script at toy size on a CPU
+# (a smoke test of the script).
 set -u
 DATA=$1 OUT=$2 BUDGET=${3:-560}
 DEVICE=${DEVICE:-cuda} EPOCHS=${EPOCHS:-24} SAMPLES=${SAMPLES:-384} VAL_PARTS=${VAL_PARTS:-1-9}

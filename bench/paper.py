@@ -98,6 +98,7 @@ def parse_range(text: str):
 
 def parse_args(argv=None):
     from berunda.engine.lr_schedule import SCHEDULES
+    from berunda.engine.parameters import SUPERVISED_LOSSES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
@@ -128,7 +129,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
                    help="LR_SCHEDULE of every run (default constant, as in the paper)")
-    p.add_argument("--supervised-loss", choices=["ce", "weighted_ce", "ce_dice"],
+    p.add_argument("--supervised-loss", choices=SUPERVISED_LOSSES,
                    help="SUPERVISED_LOSS of every run (default ce: cross-entropy, as in the paper)")
     p.add_argument("--clusters", type=int, help="K of kmeans / mumford_shah (paper: 10)")
     p.add_argument("--alpha", type=float, help="α of kmeans / mumford_shah (paper: 1)")

@@ -102,12 +102,14 @@ def test_strong_view_is_a_bounded_perturbation_for_any_band_count():
         x = torch.randn(6, bands, 32, 32, generator=g)
         valid = torch.ones(6, 1, 32, 32)
         valid[:, :, :4] = 0
-        y = cons.photometric(x * valid, valid, torch.Generator().manual_seed(1))
+        y = cons.apply_photometric(
+            x * valid, valid, cons.photometric_draws(torch.Generator().manual_seed(1), x.shape))
         assert y.shape == x.shape and torch.isfinite(y).all()
         assert (y[:, :, :4] == 0).all()                  # nodata stays 0
         assert not torch.equal(y, x * valid)
         assert (y - x * valid).abs().mean() < 2.0         # perturbed, not destroyed
-        again = cons.photometric(x * valid, valid, torch.Generator().manual_seed(1))
+        again = cons.apply_photometric(
+            x * valid, valid, cons.photometric_draws(torch.Generator().manual_seed(1), x.shape))
         assert torch.equal(y, again)                      # reproducible from the generator
 
 

@@ -81,8 +81,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def photometric_draws(gen: Optional[torch.Generator], shape, strength: float = 1.0) -> dict:
-    """The random numbers of ``photometric`` for tiles of ``shape`` (k, C, H, W), drawn on the
-    CPU from ``gen``.  Every number is drawn whether or not its perturbation is applied, so
+    """The random numbers of the strong photometric perturbation (``apply_photometric``) of
+    tiles of ``shape`` (k, C, H, W), drawn on the CPU from ``gen``.  Every number is drawn whether or not its perturbation is applied, so
     the stream does not depend on earlier coin flips."""
     k, c, s = shape[0], shape[1], strength
     d = {"jitter": (torch.rand(k, generator=gen) < 0.8).view(k, 1, 1, 1)}
@@ -111,12 +111,6 @@ def apply_photometric(x: torch.Tensor, valid: torch.Tensor, d: dict) -> torch.Te
     noise = d["noise"].to(x)
     y = y + torch.where(d["noisy"].to(dev), noise, torch.zeros_like(noise))
     return y * valid
-
-
-def photometric(x: torch.Tensor, valid: torch.Tensor, gen: Optional[torch.Generator],
-                strength: float = 1.0) -> torch.Tensor:
-    """Strong photometric perturbation of z-scored tiles (k, C, H, W); invalid pixels stay 0."""
-    return apply_photometric(x, valid, photometric_draws(gen, x.shape, strength))
 
 
 def cutmix_boxes(k: int, h: int, w: int, gen: Optional[torch.Generator], p: float = 0.5,
