@@ -1,6 +1,7 @@
 """The GPU check (issue 15): one command, about a minute on an H100, on a machine with torch
 but without QGIS, segmentation-models-pytorch or rasterio installed (they travel as wheels).
 
+0. how fast the training tiles are read (no network), 1 thread vs the GPU default;
 1. CUDA training steps with AMP for `none`, `kmeans` and `consistency` (finite losses, the
    loss scaler in use), on synthetic rasters laid out like the Dubai data;
 2. the out-of-memory back-off, forced by capping the process's GPU memory: the trainer must
@@ -205,6 +206,25 @@ def check_ratios(data, args, tmp, record):
                                  "ratio": record["classify"]["mpx_per_s"] / bare}
 
 
+def check_reading(data, args, record):
+    """Tiles/s the reading threads deliver (no network), 1 thread vs the GPU default."""
+    import bench_reading
+    from berunda.engine.prefetch import reading_workers
+    from berunda.engine.progress import Reporter
+    from berunda.engine.training_data import prepare_training_data
+
+    prepared = prepare_training_data(config_for(data, "kmeans", args), Reporter(), True)
+    try:
+        rows = []
+        for workers in sorted({1, reading_workers("cuda")}):
+            rate = bench_reading.reading_tiles_per_s(prepared, workers, args.steps, args.batch)
+            rows.append({"workers": workers, "tiles_per_s": rate})
+            print(f"  {workers} reading thread(s): {rate:.1f} tiles/s", flush=True)
+    finally:
+        prepared.close()
+    record["reading"] = rows
+
+
 def markdown(record) -> str:
     lines = [f"GPU check on {record['device_name']} (torch {record['torch']}), "
              f"{record['seconds']:.0f} s", "", "| check | figure |", "|---|---|"]
@@ -219,6 +239,9 @@ def markdown(record) -> str:
     for row in record["training_ratio"]:
         lines.append(f"| bench_training {row['task']} | {row['berunda']:.1f} vs bare "
                      f"{row['bare']:.1f} tiles/s = **{row['ratio']:.2f}** |")
+    for row in record.get("reading", []):
+        lines.append(f"| reading tiles, {row['workers']} thread(s), no network | "
+                     f"{row['tiles_per_s']:.1f} tiles/s |")
     inf = record["inference_ratio"]
     lines.append(f"| bench_inference (defaults vs bare 512 px) | {inf['classify_mpx_per_s']:.2f} vs "
                  f"{inf['bare_mpx_per_s_512']:.2f} Mpx/s = **{inf['ratio']:.2f}** |")
@@ -246,6 +269,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
         data = synthetic_scenes(tmp / "data", args.scene)
+        print("0. reading tiles", flush=True)
+        check_reading(data, args, record)
         print("1. training steps with AMP", flush=True)
         check_training(data, args, tmp, record)
         print("2. out-of-memory back-off", flush=True)

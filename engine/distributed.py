@@ -5,7 +5,7 @@ and LOCAL_RANK; without them training is the plain single-process one, bit for b
 What the ranks share and what they do not:
 - BATCH_SIZE and SAMPLES_PER_EPOCH keep their single-process meaning: they are *global*.
   Each rank draws BATCH_SIZE / N labeled (+ as many unlabeled) tiles per step, from its own
-  random stream seeded with (seed, epoch, rank), so ranks never repeat each other's tiles;
+  random streams seeded with (seed, epoch, rank, step), so ranks never repeat each other's tiles;
   an epoch has the same number of optimiser steps as on one process.
 - Gradients are averaged over the ranks once per optimiser step, after every backward pass
   of the step (`Ranks.average_gradients`: one all-reduce of the flattened gradients, the

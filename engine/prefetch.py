@@ -1,52 +1,94 @@
-"""Run a batch producer in a background thread so that reading and decoding
-windows (GDAL releases the GIL) overlaps with the training step."""
+"""Run a batch producer in background threads so that reading and decoding windows
+(GDAL and numpy release the GIL) overlaps with the training step.
+
+Items come back in index order whatever the number of threads; ``produce(i)`` must
+depend on ``i`` alone (its own random stream), not on the order of the calls, so that
+the result does not depend on how many threads computed it."""
 from __future__ import annotations
 
-import queue
+import os
 import threading
 from typing import Callable, Iterator, TypeVar
 
+from .errors import InvalidParameterError
+
 T = TypeVar("T")
-_DONE = object()
+_POLL_S = 0.1
 
 
-def prefetch(produce: Callable[[int], T], count: int, depth: int = 4) -> Iterator[T]:
-    """Yield produce(0), ..., produce(count - 1), computed ahead in one thread
-    (one thread keeps the order, and so the random draws, deterministic)."""
-    q: "queue.Queue" = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def reading_workers(device_type: str) -> int:
+    """Threads that read training tiles: one on the CPU (the cores compute the steps);
+    on a GPU up to 4, sharing the machine's cores with the other local ranks.
+    ``BERUNDA_READ_WORKERS`` overrides (e.g. on a cluster node with few cores per job)."""
+    override = os.environ.get("BERUNDA_READ_WORKERS", "").strip()
+    if override:
+        try:
+            workers = int(override)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise InvalidParameterError(
+                f"BERUNDA_READ_WORKERS={override!r} is not a whole number ≥ 1; unset it or "
+                "give the number of threads that read training tiles.")
+        return workers
+    if device_type == "cpu":
+        return 1
+    local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(4, (os.cpu_count() or 2) // (2 * local_ranks)))
+
+
+def prefetch(produce: Callable[[int], T], count: int, depth: int = 4,
+             workers: int = 1) -> Iterator[T]:
+    """Yield produce(0), ..., produce(count - 1), computed by ``workers`` threads at most
+    ``depth`` items ahead of the consumer.  An exception in produce(i) is raised when
+    item i is due; leaving the loop early stops the threads."""
+    depth = max(depth, workers)
+    cond = threading.Condition()
+    ready: dict = {}
+    state = {"next": 0, "consumed": 0, "stop": False}
 
     def worker():
-        try:
-            for i in range(count):
-                if stop.is_set():
-                    return
-                item = produce(i)
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-            return
-        q.put(_DONE)
-
-    thread = threading.Thread(target=worker, name="berunda-prefetch", daemon=True)
-    thread.start()
-    try:
         while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
+            with cond:
+                while (not state["stop"] and state["next"] < count
+                       and state["next"] >= state["consumed"] + depth):
+                    cond.wait(_POLL_S)
+                if state["stop"] or state["next"] >= count:
+                    return
+                i = state["next"]
+                state["next"] += 1
+            try:
+                item = produce(i)
+            except BaseException as exc:  # handed to the consumer, raised there
+                item = _Failure(exc)
+            with cond:
+                ready[i] = item
+                cond.notify_all()
+
+    threads = [threading.Thread(target=worker, name="berunda-prefetch", daemon=True)
+               for _ in range(max(1, min(workers, count)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(count):
+            with cond:
+                while i not in ready:
+                    cond.wait(_POLL_S)
+                item = ready.pop(i)
+                state["consumed"] = i + 1
+                cond.notify_all()
+            if isinstance(item, _Failure):
+                raise item.exc
             yield item
     finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.1)
+        with cond:
+            state["stop"] = True
+            ready.clear()
+            cond.notify_all()
+        for thread in threads:
+            thread.join()

@@ -3,11 +3,13 @@
 A raster is drawn in proportion to its valid area (labelled pixels for
 labeled pairs, pixel count for unlabeled rasters), then a random window in it;
 windows with too much nodata are redrawn.  Only the window is read.  All
-randomness comes from the ``numpy.random.Generator`` passed in, so an epoch's
-tiles are a pure function of (seed, epoch): resuming reproduces them.
+randomness comes from the ``numpy.random.Generator`` passed in, so a step's
+tiles are a pure function of its generator's seed: resuming reproduces them, and
+so does reading them in any number of threads.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -32,8 +34,9 @@ class Tile:
 class WindowSampler:
     """Draws tiles from image rasters (and their label rasters, if given).
 
-    Opens its datasets lazily in the thread that samples (rasterio datasets
-    must not be shared between threads)."""
+    A rasterio dataset must not be used by two threads at once: each ``sample`` call
+    borrows a set of open datasets that no other call holds (opened lazily, raster
+    by raster), so there are never more sets than threads sampling at the same time."""
 
     def __init__(self, images: Sequence[str], labels: Optional[Sequence[str]], weights: Sequence[float],
                  tile: int, stats: dict, mapper: Optional[ClassMapper],
@@ -47,28 +50,45 @@ class WindowSampler:
         self.tile, self.stats, self.mapper = tile, stats, mapper
         self.min_valid = 1.0 - max_invalid_fraction
         self.augment = augment
-        self._open: Optional[List] = None
+        self._lock = threading.Lock()
+        self._sets: List[list] = []   # every set opened (closed by close())
+        self._free: List[list] = []   # the sets no sample call holds
 
-    def _datasets(self):
-        if self._open is None:
-            self._open = [(open_raster(img), open_raster(lab) if self.labels else None)
-                          for img, lab in zip(self.images, self.labels or [None] * len(self.images))]
-        return self._open
+    def _pair(self, datasets: list, index: int):
+        if datasets[index] is None:
+            lab = self.labels[index] if self.labels else None
+            datasets[index] = (open_raster(self.images[index]),
+                               open_raster(lab) if lab else None)
+        return datasets[index]
 
     def close(self) -> None:
-        for img, lab in self._open or []:
-            img.close()
-            if lab is not None:
-                lab.close()
-        self._open = None
+        with self._lock:
+            for datasets in self._sets:
+                for pair in datasets:
+                    for ds in pair or ():
+                        if ds is not None:
+                            ds.close()
+            self._sets, self._free = [], []
 
     def sample(self, rng: np.random.Generator) -> Tile:
-        datasets = self._datasets()
+        with self._lock:
+            if not self._free:
+                self._sets.append([None] * len(self.images))
+                self._free.append(self._sets[-1])
+            datasets = self._free.pop()
+        try:
+            return self._sample(rng, datasets)
+        finally:
+            with self._lock:
+                if any(s is datasets for s in self._sets):   # not closed meanwhile
+                    self._free.append(datasets)
+
+    def _sample(self, rng: np.random.Generator, datasets: list) -> Tile:
         t = self.tile
         best = None
         for _ in range(MAX_DRAWS):
             index = int(rng.choice(len(datasets), p=self.p))
-            img_ds, lab_ds = datasets[index]
+            img_ds, lab_ds = self._pair(datasets, index)
             row = int(rng.integers(min(0, img_ds.height - t), max(0, img_ds.height - t) + 1))
             col = int(rng.integers(min(0, img_ds.width - t), max(0, img_ds.width - t) + 1))
             raw, valid = read_pixels(img_ds, self.bands or data_bands(img_ds), row, col, t, t)
@@ -91,6 +111,24 @@ class WindowSampler:
             image, lab, valid_f = _augment(rng, image, lab, valid_f)
         return Tile(np.ascontiguousarray(image), np.ascontiguousarray(lab),
                     np.ascontiguousarray(valid_f), window)
+
+
+def step_generator(seed: int, epoch: int, step: int, rank_parts=()) -> np.random.Generator:
+    """The random stream of one training step: its tiles depend on (seed, epoch, rank,
+    step) alone, not on which thread reads them or in which order."""
+    return np.random.default_rng([seed, epoch, *rank_parts, step])
+
+
+def read_step(labeled: WindowSampler, unlabeled: Optional[WindowSampler],
+              rng: np.random.Generator, tiles: int):
+    """One step's ``tiles`` labeled (+ as many unlabeled) tiles: (images, labels, valid)
+    stacked, and the labeled tiles' windows."""
+    drawn = [labeled.sample(rng) for _ in range(tiles)]
+    windows = [list(t.window) for t in drawn]
+    if unlabeled is not None:
+        drawn += [unlabeled.sample(rng) for _ in range(tiles)]
+    return (np.stack([t.image for t in drawn]), np.stack([t.label for t in drawn]),
+            np.stack([t.valid for t in drawn])[:, None], windows)
 
 
 def _augment(rng, image, label, valid):

@@ -1,7 +1,8 @@
 """The training loop: L = Ls + λ·Lu on labeled and unlabeled tiles.
 
-Determinism: every epoch draws its tiles and task randomness from generators
-seeded with (seed, epoch), and a checkpoint is written after every epoch, so a
+Determinism: every step draws its tiles from a generator seeded with (seed, epoch,
+step) (so any number of reading threads gives the same tiles), every epoch its task
+randomness from one seeded with (seed, epoch), and a checkpoint is written after every epoch, so a
 run resumed from epoch k's checkpoint continues exactly like an uninterrupted
 run (on CPU; CUDA kernels may differ in the last bits).
 """
@@ -15,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-import numpy as np
 import torch
 
 from ..models.losses import FACTORIES as SUPERVISED_LOSS_FACTORIES
@@ -37,8 +37,9 @@ from .lr_schedule import SCHEDULES, learning_rate_at, set_learning_rate
 from .model_file import ModelPackage, load_model, save_model
 from .parameters import check_band_list
 from .paths import checkpoint_path_for
-from .prefetch import prefetch
+from .prefetch import prefetch, reading_workers
 from .progress import Reporter, ScaledReporter
+from .sampling import read_step, step_generator
 from .step import train_step
 from .time_estimate import TrainingClock
 from .training_data import prepare_training_data
@@ -268,6 +269,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
     last_checkpoint = (resumed_from, start_epoch - 1) if resumed_from else None
     steps = math.ceil(config.samples_per_epoch / config.batch_size)
     local = config.batch_size // ranks.world   # this rank's share of the global batch
+    readers = reading_workers(device.type)
     # Tiles per forward pass: the whole step (labeled + unlabeled together, so batch norm
     # and the loss means see one batch) until CUDA runs out of memory; then halved.
     micro = [None]
@@ -276,7 +278,8 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
                   f"on {device}: {config.epochs} epochs × {steps} steps of {config.batch_size} "
                   f"labeled{' + ' + str(config.batch_size) + ' unlabeled' if semi else ''} tiles "
                   f"of {config.tile_size} px"
-                  + (f", split over {ranks.world} processes." if ranks.active else "."))
+                  + (f", split over {ranks.world} processes" if ranks.active else "")
+                  + (f", tiles read by {readers} threads." if readers > 1 else "."))
     clock.begin(device, (config.epochs - start_epoch + 1) * steps * config.batch_size
                 * (2 if semi and data.unlabeled is not None else 1))
     for epoch in range(start_epoch, config.epochs + 1):
@@ -284,28 +287,24 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
         if set_encoder_frozen(net, epoch <= config.freeze_encoder_epochs):
             reporter.info(f"Encoder frozen for epochs 1–{config.freeze_encoder_epochs}."
                           if epoch <= config.freeze_encoder_epochs else "Encoder released.")
-        # each rank its own stream (seed, epoch, rank); one process: (seed, epoch) as always
-        rng = np.random.default_rng([config.seed, epoch, *ranks.seed_parts()])
         task_seed = config.seed * 100_003 + epoch + 7_919 * ranks.rank
         gen = torch.Generator().manual_seed(task_seed)
         torch.manual_seed(task_seed)   # dropout in the jigsaw classifier
         unlabeled = data.unlabeled if semi else None
         drawn = []   # the first labeled windows of the epoch (history: ranks draw disjoint tiles)
 
-        def produce(_step):
-            tiles = [data.labeled.sample(rng) for _ in range(local)]
-            if len(drawn) < WINDOWS_RECORDED:
-                drawn.extend(list(t.window) for t in tiles)
-            if unlabeled is not None:
-                tiles += [unlabeled.sample(rng) for _ in range(local)]
-            return (np.stack([t.image for t in tiles]), np.stack([t.label for t in tiles]),
-                    np.stack([t.valid for t in tiles])[:, None])
+        def produce(step, epoch=epoch, unlabeled=unlabeled):   # in the reading threads
+            rng = step_generator(config.seed, epoch, step, ranks.seed_parts())
+            return read_step(data.labeled, unlabeled, rng, local)
 
         totals = {"loss": 0.0, "supervised": 0.0, "auxiliary": 0.0, "correct": 0, "labelled": 0}
         t0, seen = time.perf_counter(), 0
-        for step, (images, labels, valid) in enumerate(prefetch(produce, steps)):
+        for step, (images, labels, valid, windows) in enumerate(
+                prefetch(produce, steps, workers=readers)):
             if reporter.cancelled():
                 raise TrainingCancelled(_cancel_message(epoch, last_checkpoint))
+            if len(drawn) < WINDOWS_RECORDED:
+                drawn.extend(windows)
             batch = [torch.from_numpy(a) for a in (images, labels, valid)]
             set_learning_rate(optimizer, learning_rate_at(config, epoch, step, steps))
             parts = train_step(net, optimizer, scaler, task, balance, semi, batch, gen, device,

@@ -32,7 +32,8 @@ HELP = {
     "label_raster": "Label raster of the annotated image (same grid; integer classes, nodata = "
                     "unlabelled).",
     "unlabeled_image": "Unannotated image for the auxiliary (semi-supervised) task; optional.",
-    "aux_task": "Auxiliary task: none, l1, l2, kmeans, mumford_shah, inpainting or jigsaw.",
+    "aux_task": "Auxiliary task (berunda:train's AUX_TASK): none, one of the paper's six "
+                "(l1, l2, kmeans, mumford_shah, inpainting, jigsaw) or consistency.",
     "image_to_classify": "Image the trained model classifies (same bands as the training image).",
     "ground_truth": "Label raster of the image to classify, for the evaluation.",
     "epochs": "Training epochs (the paper uses 50 of 5000 tiles).",

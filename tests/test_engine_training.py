@@ -157,6 +157,11 @@ def resume_runs(tmp_path_factory):
     runs["resumed"] = train(dubai_config(epochs=2, **cfg), str(folder / "resumed.pt"), log,
                             resume=first.checkpoint_path)
     runs["resumed_log"] = log.lines
+    with pytest.MonkeyPatch.context() as mp:   # the tiles read by 3 threads, as on a GPU
+        mp.setenv("BERUNDA_READ_WORKERS", "3")
+        log = LogReporter()
+        runs["threads"] = train(dubai_config(epochs=2, **cfg), str(folder / "threads.pt"), log)
+        runs["threads_log"] = log.lines
     runs["config"] = cfg
     return runs
 
@@ -329,6 +334,23 @@ def test_same_seed_same_weights_other_seed_other_weights(resume_runs):
     assert_same_weights(straight, weights(resume_runs["again"].model_path))
     other = weights(resume_runs["other_seed"].model_path)
     assert any(not torch.equal(straight[k], other[k]) for k in straight)
+
+
+def test_tiles_read_by_several_threads_train_the_same_weights(resume_runs):
+    """Each step's tiles come from the step's own random stream, so 3 reading threads
+    (BERUNDA_READ_WORKERS, the GPU default is up to 4) give the one-thread weights."""
+    threads = resume_runs["threads"]
+    assert any("tiles read by 3 threads" in line for line in resume_runs["threads_log"])
+    assert_same_weights(weights(resume_runs["straight"].model_path), weights(threads.model_path))
+    assert strip_timing(threads.history) == strip_timing(resume_runs["straight"].history)
+    assert not prefetch_threads()
+
+
+def test_a_bad_reading_thread_count_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERUNDA_READ_WORKERS", "many")
+    with pytest.raises(InvalidParameterError, match="BERUNDA_READ_WORKERS"):
+        train(dubai_config(epochs=1), str(tmp_path / "m.pt"))
+    assert_nothing_written(tmp_path / "m.pt")
 
 
 def test_resume_from_final_model_is_refused(resume_runs, tmp_path):
