@@ -221,7 +221,7 @@ def check_reading(data, args, record):
     prepared = prepare_training_data(config_for(data, "kmeans", args), Reporter(), True)
     try:
         rows = []
-        for workers in sorted({1, reading_workers("cuda")}):
+        for workers in sorted({1, reading_workers("cuda", args.tile)}):
             rate = bench_reading.reading_tiles_per_s(prepared, workers, args.steps, args.batch)
             rows.append({"workers": workers, "tiles_per_s": rate})
             print(f"  {workers} reading thread(s): {rate:.1f} tiles/s", flush=True)

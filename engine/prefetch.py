@@ -21,10 +21,14 @@ class _Failure:
         self.exc = exc
 
 
-def reading_workers(device_type: str) -> int:
-    """Threads that read training tiles: one on the CPU (the cores compute the steps);
-    on a GPU up to 4, sharing the machine's cores with the other local ranks.
-    ``BERUNDA_READ_WORKERS`` overrides (e.g. on a cluster node with few cores per job)."""
+MIN_THREADED_TILE = 256   # below, threads contend for the GIL more than they read (bench/README.md)
+
+
+def reading_workers(device_type: str, tile_size: int) -> int:
+    """Threads that read training tiles: one on the CPU (the cores compute the steps) and
+    for tiles under MIN_THREADED_TILE px; otherwise, on a GPU, up to 4, sharing the
+    machine's cores with the other local ranks.  ``BERUNDA_READ_WORKERS`` overrides (e.g.
+    on a cluster node with few cores per job)."""
     override = os.environ.get("BERUNDA_READ_WORKERS", "").strip()
     if override:
         try:
@@ -36,7 +40,7 @@ def reading_workers(device_type: str) -> int:
                 f"BERUNDA_READ_WORKERS={override!r} is not a whole number ≥ 1; unset it or "
                 "give the number of threads that read training tiles.")
         return workers
-    if device_type == "cpu":
+    if device_type == "cpu" or tile_size < MIN_THREADED_TILE:
         return 1
     local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return max(1, min(4, (os.cpu_count() or 2) // (2 * local_ranks)))

@@ -1,10 +1,10 @@
 """The training loop: L = Ls + λ·Lu on labeled and unlabeled tiles.
 
 Determinism: every step draws its tiles from a generator seeded with (seed, epoch,
-step) (so any number of reading threads gives the same tiles), every epoch its task
-randomness from one seeded with (seed, epoch), and a checkpoint is written after every epoch, so a
-run resumed from epoch k's checkpoint continues exactly like an uninterrupted
-run (on CPU; CUDA kernels may differ in the last bits).
+step), so any number of reading threads gives the same tiles; every epoch draws its
+task randomness from one seeded with (seed, epoch); a checkpoint is written after
+every epoch.  So a run resumed from epoch k's checkpoint continues exactly like an
+uninterrupted run (on CPU; CUDA kernels may differ in the last bits).
 """
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
     last_checkpoint = (resumed_from, start_epoch - 1) if resumed_from else None
     steps = math.ceil(config.samples_per_epoch / config.batch_size)
     local = config.batch_size // ranks.world   # this rank's share of the global batch
-    readers = reading_workers(device.type)
+    readers = reading_workers(device.type, config.tile_size)
     # Tiles per forward pass: the whole step (labeled + unlabeled together, so batch norm
     # and the loss means see one batch) until CUDA runs out of memory; then halved.
     micro = [None]

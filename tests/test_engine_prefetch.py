@@ -66,11 +66,12 @@ def test_leaving_the_loop_early_stops_the_threads():
 
 def test_reading_workers(monkeypatch):
     monkeypatch.delenv("BERUNDA_READ_WORKERS", raising=False)
-    assert reading_workers("cpu") == 1           # the cores compute the steps
-    assert 1 <= reading_workers("cuda") <= 4
+    assert reading_workers("cpu", 512) == 1           # the cores compute the steps
+    assert reading_workers("cuda", 128) == 1          # small tiles: the GIL, not the disk
+    assert 1 <= reading_workers("cuda", 320) <= 4
     monkeypatch.setenv("BERUNDA_READ_WORKERS", "6")
-    assert reading_workers("cpu") == 6
+    assert reading_workers("cpu", 128) == 6
     for bad in ("0", "two"):
         monkeypatch.setenv("BERUNDA_READ_WORKERS", bad)
         with pytest.raises(InvalidParameterError, match="BERUNDA_READ_WORKERS"):
-            reading_workers("cuda")
+            reading_workers("cuda", 320)
