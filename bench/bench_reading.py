@@ -16,17 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / ".build" / "plugins"))
 
 
-def dubai_config(data: Path, tile: int, batch: int):
-    from berunda.engine.config import TrainingConfig
-
-    img = lambda n: str(data / "images" / f"{n}.tif")  # noqa: E731
-    labeled = [f"scene{s}_part1" for s in range(1, 5)]
-    return TrainingConfig(labeled_images=[img(n) for n in labeled],
-                          labels=[str(data / "labels" / f"{n}.tif") for n in labeled],
-                          unlabeled_images=[img(f"scene{s}_part2") for s in range(1, 5)],
-                          aux_task="kmeans", tile_size=tile, batch_size=batch, device="cpu")
-
-
 def reading_tiles_per_s(data, workers: int, steps: int, batch: int) -> float:
     """Labeled + unlabeled tiles per second read by ``workers`` threads over ``steps`` steps
     of ``batch`` + ``batch`` tiles (``data``: engine.training_data.TrainingData)."""
@@ -44,6 +33,8 @@ def reading_tiles_per_s(data, workers: int, steps: int, batch: int) -> float:
 
 
 def main():
+    import torch
+    from bench_training import dubai_config
     from berunda.engine.progress import Reporter
     from berunda.engine.training_data import prepare_training_data
 
@@ -55,8 +46,9 @@ def main():
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeat", type=int, default=3, help="the best of each is reported")
     args = p.parse_args()
-    data = prepare_training_data(dubai_config(Path(args.data), args.tile, args.batch),
-                                 Reporter(), uses_unlabeled=True)
+    config = dubai_config("kmeans", Path(args.data), "resnet18", args.tile, args.batch,
+                          args.steps, torch.device("cpu"))
+    data = prepare_training_data(config, Reporter(), uses_unlabeled=True)
     try:
         print(f"tile {args.tile}, {args.batch} + {args.batch} tiles per step, {args.steps} steps")
         print("| reading threads | tiles/s | vs 1 thread |")

@@ -49,18 +49,24 @@ def bare_samples_per_s(encoder, tiles, tile, classes, bands, device, steps, amp)
     return steps * tiles / (time.perf_counter() - t0)
 
 
-def berunda_samples_per_s(task, data, encoder, tile, batch, steps, device):
+def dubai_config(task, data, encoder, tile, batch, steps, device):
+    """2 epochs of ``steps`` steps on part 1 (labeled) and part 2 (unlabeled) of scenes 1-4."""
     from berunda.engine.config import TrainingConfig
-    from berunda.engine.trainer import train
 
     img = lambda n: str(data / "images" / f"{n}.tif")  # noqa: E731
     lab = lambda n: str(data / "labels" / f"{n}.tif")  # noqa: E731
     labeled = [f"scene{s}_part1" for s in range(1, 5)]
-    config = TrainingConfig(
+    return TrainingConfig(
         labeled_images=[img(n) for n in labeled], labels=[lab(n) for n in labeled],
         unlabeled_images=[img(f"scene{s}_part2") for s in range(1, 5)], aux_task=task,
         encoder=encoder, tile_size=tile, batch_size=batch, epochs=2,
         samples_per_epoch=batch * steps, device=device.type, clusters=10, mask_size=tile // 4)
+
+
+def berunda_samples_per_s(task, data, encoder, tile, batch, steps, device):
+    from berunda.engine.trainer import train
+
+    config = dubai_config(task, data, encoder, tile, batch, steps, device)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(config, str(Path(tmp) / "m.pt"))
     # epoch 1 includes warm-up; epoch 2 is the steady state

@@ -10,17 +10,10 @@ import os
 import threading
 from typing import Callable, Iterator, TypeVar
 
+from .background import _POLL_S, _Failure
 from .errors import InvalidParameterError
 
 T = TypeVar("T")
-_POLL_S = 0.1
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
 MIN_THREADED_TILE = 256   # below, threads contend for the GIL more than they read (bench/README.md)
 
 

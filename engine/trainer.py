@@ -293,7 +293,7 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
         unlabeled = data.unlabeled if semi else None
         drawn = []   # the first labeled windows of the epoch (history: ranks draw disjoint tiles)
 
-        def produce(step, epoch=epoch, unlabeled=unlabeled):   # in the reading threads
+        def produce(step):   # in the reading threads
             rng = step_generator(config.seed, epoch, step, ranks.seed_parts())
             return read_step(data.labeled, unlabeled, rng, local)
 

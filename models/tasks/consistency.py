@@ -82,8 +82,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def photometric_draws(gen: Optional[torch.Generator], shape, strength: float = 1.0) -> dict:
     """The random numbers of the strong photometric perturbation (``apply_photometric``) of
-    tiles of ``shape`` (k, C, H, W), drawn on the CPU from ``gen``.  Every number is drawn whether or not its perturbation is applied, so
-    the stream does not depend on earlier coin flips."""
+    tiles of ``shape`` (k, C, H, W), drawn on the CPU from ``gen``.  Every number is drawn
+    whether or not its perturbation is applied, so the stream does not depend on earlier
+    coin flips."""
     k, c, s = shape[0], shape[1], strength
     d = {"jitter": (torch.rand(k, generator=gen) < 0.8).view(k, 1, 1, 1)}
     d["gain"] = _uniform(gen, 1 - 0.4 * s, 1 + 0.4 * s, k, 1, 1, 1) \
