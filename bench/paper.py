@@ -46,7 +46,7 @@ EXTRA_TASKS = ["consistency"]      # not in the paper; chosen with --tasks
 # The paper's protocol (SPEC.md) ...
 PAPER = dict(tasks=ALL_TASKS, lambdas=None, seeds=4, epochs=50, samples=5000, tile=320, batch=8,
              encoder="resnet34", lr=1e-4, clusters=10, alpha=1.0, mask_size=80,
-             permutations=100, confidence=0.95, ema_decay=0.0, labeled_parts="1", unlabeled_parts="2-9", train_scenes="1-6",
+             permutations=100, confidence=0.95, ema_decay=0.0, class_balance=0.2, labeled_parts="1", unlabeled_parts="2-9", train_scenes="1-6",
              val_scenes="7-8", val_parts="1-9", val_crop=0)
 # ... and a reduced version for a 2-core CPU: NOT the paper's budget (see bench/README.md).
 CPU = dict(PAPER, tasks=["kmeans"], seeds=2, epochs=3, samples=32, tile=128, batch=4,
@@ -137,6 +137,8 @@ def parse_args(argv=None):
     p.add_argument("--permutations", type=int, help="jigsaw P (paper: 100)")
     p.add_argument("--confidence", type=float, help="consistency: pseudo-label threshold τ (0.95)")
     p.add_argument("--ema-decay", type=float, help="consistency: EMA teacher decay (0 = off)")
+    p.add_argument("--class-balance", type=float,
+                   help="consistency: class-balanced pseudo-label share (0.2; 0 = off)")
     p.add_argument("--train-scenes", help="scenes for training, e.g. 1-6")
     p.add_argument("--labeled-parts", help="parts of each training scene used as labeled, e.g. 1")
     p.add_argument("--unlabeled-parts", help="parts of each training scene used unlabeled, e.g. 2-9")
@@ -287,7 +289,7 @@ def main(argv=None):
         labeled_images=[i for i, _ in labeled], labels=[l for _, l in labeled],
         unlabeled_images=unlabeled, aux_task="none", alpha=args.alpha, clusters=args.clusters,
         mask_size=args.mask_size, permutations=args.permutations, confidence=args.confidence,
-        ema_decay=args.ema_decay, encoder=args.encoder,
+        ema_decay=args.ema_decay, class_balance=args.class_balance, encoder=args.encoder,
         tile_size=args.tile, batch_size=args.batch, epochs=args.epochs,
         samples_per_epoch=args.samples, learning_rate=args.lr, lr_schedule=args.lr_schedule,
         device=device.type,

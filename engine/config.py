@@ -20,6 +20,7 @@ class TrainingConfig:
     permutations: int = 100              # jigsaw P
     confidence: float = 0.95             # consistency: pseudo-label threshold τ
     ema_decay: float = 0.0               # consistency: EMA teacher decay (0 = no teacher)
+    class_balance: float = 0.2           # consistency: share of each class's pixels kept below τ
     encoder: str = "resnet34"
     tile_size: int = 320
     batch_size: int = 8                  # labeled tiles per step (+ as many unlabeled)

@@ -174,6 +174,12 @@ TASK_PARAMS: List[Param] = [
           "consistency: 0 = pseudo-labels from the network itself; e.g. 0.99 = from an "
           "exponential moving average of its weights (a steadier teacher).", default=0.0,
           advanced=True, minimum=0.0, maximum=0.9999),
+    Param("CLASS_BALANCE", "float", "Class-balanced pseudo-label share (consistency; 0 = off)",
+          "consistency: every class the network predicts on the unlabeled tiles of a step also "
+          "keeps its most confident pixels up to this share as pseudo-labels, even below "
+          "CONFIDENCE (class-balanced self-training), so that a class rare in the labels still "
+          "gets pseudo-labels; 0 = CONFIDENCE alone.", default=0.2, advanced=True,
+          minimum=0.0, maximum=1.0),
 ]
 
 NETWORK_PARAMS: List[Param] = [

@@ -125,6 +125,9 @@ def validate_config(config: TrainingConfig) -> None:
         "ema_decay": (0 <= config.ema_decay < 1,
                       f"EMA_DECAY must be in [0, 1) (got {config.ema_decay}); 0 = no EMA "
                       "teacher, 0.99 a typical teacher."),
+        "class_balance": (0 <= config.class_balance <= 1,
+                          f"CLASS_BALANCE must be between 0 and 1 (got {config.class_balance}); "
+                          "0.2 keeps each class's most confident fifth, 0 = CONFIDENCE alone."),
     }
     checks += [check for name, check in task_checks.items() if name in accepted]
     world = distributed.current().world

@@ -241,6 +241,7 @@ TRAIN_PARAMETER_CASES = {
     "lambda_negative": ({"AUX_TASK": "kmeans", "LAMBDA": -0.5}, ["LAMBDA"]),
     "lambda_not_a_number": ({"AUX_TASK": "kmeans", "LAMBDA": "lots"}, ["LAMBDA", "'lots'", "auto"]),
     "confidence_above_1": ({"AUX_TASK": "consistency", "CONFIDENCE": 1.5}, ["CONFIDENCE"]),
+    "class_balance_above_1": ({"AUX_TASK": "consistency", "CLASS_BALANCE": 1.5}, ["CLASS_BALANCE"]),
     "alpha_negative": ({"AUX_TASK": "kmeans", "ALPHA": -1.0}, ["ALPHA"]),
     "clusters_below_2": ({"AUX_TASK": "mumford_shah", "CLUSTERS": 1}, ["CLUSTERS"]),
     "permutations_zero": ({"AUX_TASK": "jigsaw", "PERMUTATIONS": 0}, ["PERMUTATIONS"]),

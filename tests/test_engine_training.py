@@ -177,7 +177,7 @@ EXPECTED_PARAMS = {
     "inpainting": {"mask_size": 16, "supervision": "ignore", "normalization": "pixels"},
     "jigsaw": {"permutations": 100, "unshuffled_share": 0.3, "selection": "maxmin",
                "supervision": "labeled_ordered"},
-    "consistency": {"confidence": 0.95, "ema_decay": 0.0},
+    "consistency": {"confidence": 0.95, "ema_decay": 0.0, "class_balance": 0.2},
 }
 EXPECTED_HEADS = {   # (aux_channels, aux_classes) for 3 bands
     "none": (0, 0), "l1": (3, 0), "l2": (3, 0), "kmeans": (10, 0), "mumford_shah": (10, 0),
@@ -835,6 +835,7 @@ def test_tile_larger_than_every_raster_is_refused(crops, tmp_path):
     ({"lam": "lots"}, ["LAMBDA", "'lots'", "auto"]),
     ({"aux_task": "consistency", "confidence": 1.5}, ["CONFIDENCE", "1.5"]),
     ({"aux_task": "consistency", "ema_decay": 1.0}, ["EMA_DECAY", "1.0"]),
+    ({"aux_task": "consistency", "class_balance": -0.1}, ["CLASS_BALANCE", "-0.1"]),
     ({"aux_task": "kmeans", "alpha": -1.0}, ["ALPHA", "-1.0"]),
     ({"aux_task": "mumford_shah", "alpha": -0.1}, ["ALPHA"]),
     ({"aux_task": "kmeans", "clusters": 1}, ["CLUSTERS", "1"]),

@@ -1,6 +1,8 @@
 """The consistency task (models/tasks/consistency.py) on hand-built tensors and a tiny
 real network: thresholding, CutMix, the feature-perturbed pass, gradients, labeled-only
 batches, the step-wide denominator and the EMA teacher (pure torch, no QGIS)."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -294,3 +296,76 @@ def test_ema_teacher_follows_the_weights_and_survives_a_checkpoint(tiny):
         for p in net.parameters():
             p.sub_(1.0)
     assert get_task("consistency").state_dict() == {}      # no teacher: nothing to keep
+
+
+# ---- class-balanced selection and rare-class copy-paste --------------------------------------
+
+def test_class_balanced_selection_keeps_the_top_share_of_each_predicted_class():
+    # pixels 0-3 predicted class 0 (p .982 .971 .731 .622), 4-7 class 1 (p .550 .599 .690 .769)
+    diff = torch.tensor([4.0, 3.5, 1.0, 0.5, -0.2, -0.4, -0.8, -1.2, 6.0])
+    logits = torch.stack([diff, torch.zeros_like(diff)])[None, :, :, None]   # (1,2,9,1)
+    valid = torch.ones(1, 1, 9, 1)
+    valid[0, 0, 8] = 0                   # nodata: never a pseudo-label, not in any quantile
+    _, keep = cons.pseudo_labels(logits, valid, 0.95)
+    assert keep.flatten().tolist() == [True, True] + [False] * 7
+    labels, keep = cons.pseudo_labels(logits, valid, 0.95, class_balance=0.5)
+    # each class keeps its pixels at or above its median confidence (never above τ)
+    assert keep.flatten().tolist() == [True, True, False, False, False, False, True, True, False]
+    assert labels.flatten().tolist()[:8] == [0, 0, IGNORE_INDEX, IGNORE_INDEX,
+                                             IGNORE_INDEX, IGNORE_INDEX, 1, 1]
+    _, keep = cons.pseudo_labels(logits, valid, 0.6, class_balance=0.25)
+    # τ below a class's quantile: the ordinary threshold rules (every pixel ≥ 0.6 kept)
+    assert keep.flatten().tolist() == [True, True, True, True, False, False, True, True, False]
+
+
+def test_copy_paste_puts_labelled_pixels_of_a_drawn_class_into_the_strong_view(monkeypatch):
+    monkeypatch.setattr(cons, "apply_photometric", lambda x, valid, draws: x * valid)
+    task = get_task("consistency", confidence=0.9)
+    task.cutmix_p, task.paste_p = 0.0, 1.0
+    # only class 3 has weight: the class drawn is always 3, from the one tile that holds it
+    task.use_class_weights(torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]))
+    images, labels, valid = batch_with(labeled=3, unlabeled=3)
+    labels[1, :4, :5] = 3
+    valid[4, 0, :2, :2] = 0              # nodata under the pasted corner: valid once pasted
+    prepared = task.prepare(images, labels, valid, torch.Generator().manual_seed(0))
+    task.before_step(ValueNet(), prepared, CPU)
+    extra = prepared.extra
+    corner = torch.zeros(16, 16, dtype=torch.bool)
+    corner[:4, :5] = True
+    for i in range(3, 6):
+        own = torch.where(valid[i, 0] > 0, torch.tensor(i), torch.tensor(IGNORE_INDEX))
+        assert torch.equal(extra["strong"][i, 0], torch.where(corner, 1.0, i * valid[i, 0]))
+        assert torch.equal(extra["pseudo_mix"][i], torch.where(corner, torch.tensor(3), own))
+        assert torch.equal(extra["pseudo"][i], own)   # the feature-perturbed target: no paste
+    assert (extra["pseudo_mix"][:3] == IGNORE_INDEX).all()
+
+
+def test_copy_paste_draws_nothing_without_labelled_pixels_and_follows_the_weights():
+    _, labels, _ = batch_with(labeled=0, unlabeled=4)
+    u = torch.ones(4, dtype=torch.bool)
+    d = cons.paste_draws(labels, u, torch.Generator().manual_seed(0), 1.0, None)
+    assert (d["donor"] == -1).all() and not d["paste"].any()
+    _, labels, _ = batch_with(labeled=4, unlabeled=400, size=4)
+    labels[0], labels[1, 0, 0], labels[2, :2] = 0, 1, 2      # class 1: one pixel of tile 1
+    u = torch.arange(404) >= 4
+    d = cons.paste_draws(labels, u, torch.Generator().manual_seed(0), 0.5,
+                         torch.tensor([1.0, 3.0, 0.0]))
+    used = d["donor"] >= 0
+    assert 150 < int(used.sum()) < 250                       # p = 0.5
+    drawn = d["paste_class"][used]
+    assert set(drawn.tolist()) == {0, 1}                     # never the weightless class 2
+    assert 0.65 < float((drawn == 1).float().mean()) < 0.85  # 3 : 1
+    for i in used.nonzero()[:, 0]:
+        j, c = int(d["donor"][i]), int(d["paste_class"][i])
+        assert torch.equal(d["paste"][i], labels[j] == c)    # exactly the donor's pixels of c
+
+
+def test_the_class_threshold_holds_beyond_torch_quantiles_limit():
+    g = torch.Generator().manual_seed(0)
+    small = torch.rand(1000, generator=g)
+    assert cons.top_share_threshold(small, 0.2) == torch.quantile(small, 0.8)
+    n = cons.QUANTILE_LIMIT + 5
+    big = torch.randperm(n, generator=g).double()        # distinct values 0 … n − 1
+    t = cons.top_share_threshold(big, 0.2)
+    assert int((big >= t).sum()) == math.ceil(0.2 * n)  # the top ⌈0.2 n⌉ values
+    assert abs(float(t) - (0.8 * (n - 1))) <= 1          # ≈ the 0.8 quantile

@@ -324,6 +324,7 @@ def test_registry_lists_the_paper_defaults():
     ("inpainting", {"normalization": "sum"}, "normalization"),
     ("consistency", {"confidence": 1.5}, "confidence"),
     ("consistency", {"ema_decay": 1.0}, "ema_decay"),
+    ("consistency", {"class_balance": 1.5}, "class_balance"),
     ("l1", {"alpha": 1}, "alpha"),
 ])
 def test_registry_rejects_bad_input(task_id, params, word):

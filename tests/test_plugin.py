@@ -55,7 +55,7 @@ assert QgsApplication.processingRegistry().providerById('berunda') is None
 EXPECTED_PARAMETERS = {
     "train": ["LABELED_IMAGES", "LABELS", "LABEL_POLYGONS", "CLASS_FIELD", "UNLABELED_IMAGES",
               "AUX_TASK", "LAMBDA", "ALPHA", "CLUSTERS", "MASK_SIZE", "PERMUTATIONS", "CONFIDENCE",
-              "EMA_DECAY", "ENCODER",
+              "EMA_DECAY", "CLASS_BALANCE", "ENCODER",
               "TILE_SIZE", "BATCH_SIZE", "EPOCHS", "SAMPLES_PER_EPOCH", "LEARNING_RATE", "DEVICE",
               "SEED", "VALIDATION_IMAGES", "VALIDATION_LABELS", "RESUME", "EXPORT_JOB",
               "JOB_ONLY", "OUTPUT_MODEL"],

@@ -49,12 +49,12 @@ def test_train_consistency_with_auto_lambda_records_the_confident_share(tmp_path
     model = tmp_path / "consistency.pt"
     params = dict(TINY, LABELED_IMAGES=[image("scene1_part1")], LABELS=[label("scene1_part1")],
                   UNLABELED_IMAGES=[image("scene2_part1")], AUX_TASK="consistency",
-                  CONFIDENCE=0.2, EMA_DECAY=0.9, EPOCHS=2, OUTPUT_MODEL=model)
+                  CONFIDENCE=0.2, EMA_DECAY=0.9, CLASS_BALANCE=0.5, EPOCHS=2, OUTPUT_MODEL=model)
     rc, out, err = qgis_process("berunda:train", "--", *as_cli(params))
     assert rc == 0, err
     meta = load_model(str(model)).metadata
     assert meta["task"]["lambda"] == "auto"
-    assert meta["task"]["params"] == {"confidence": 0.2, "ema_decay": 0.9}
+    assert meta["task"]["params"] == {"confidence": 0.2, "ema_decay": 0.9, "class_balance": 0.5}
     shares = [r["confident_share"] for r in meta["history"]]
     assert len(shares) == 2 and all(0 < s <= 1 for s in shares)
     assert "confident pixels" in err
