@@ -211,12 +211,12 @@ def paste_draws(labels: torch.Tensor, u: torch.Tensor, gen: Optional[torch.Gener
     if not float(weight.sum()) > 0:
         weight = torch.ones_like(weight)
     cumulative = (weight / weight.sum()).cumsum(0)
+    holders = {c: [int(j) for j in idx_l if bool((labels[j] == c).any())] for c in present}
     for i in range(k):
         if not use[i]:
             continue
         c = present[min(int(torch.searchsorted(cumulative, float(pick_class[i]))), len(present) - 1)]
-        holders = [int(j) for j in idx_l if bool((labels[j] == c).any())]
-        j = holders[min(int(float(pick_donor[i]) * len(holders)), len(holders) - 1)]
+        j = holders[c][min(int(float(pick_donor[i]) * len(holders[c])), len(holders[c]) - 1)]
         donor[i], chosen[i], paste[i] = j, c, labels[j] == c
     return {"donor": donor, "paste": paste, "paste_class": chosen}
 
@@ -289,8 +289,7 @@ class ConsistencyTask(AuxiliaryTask):
             full_box[idx] = box
             full_partner = torch.arange(n)
             full_partner[idx] = idx[partner]
-            extra.update(strong_valid=mix(valid, full_partner, full_box),
-                         box=full_box, partner=full_partner)
+            extra.update(box=full_box, partner=full_partner)
         return PreparedBatch(images, images, labels, valid, extra)
 
     # -- once per step, no gradient, on the device: strong views and pseudo-labels --------------
@@ -328,9 +327,8 @@ class ConsistencyTask(AuxiliaryTask):
                                         else weights[cls.clamp(min=0)], weight)
         with torch.autocast(device.type, enabled=False):   # float32 views, as on the CPU
             strong = mix(apply_photometric(base.float(), base_valid, d), partner, box)
-        strong_valid = (mix(base_valid, partner, box) if "donor" in d
-                        else on(extra["strong_valid"][idx]))[:, 0]
-        valid_strong = float((mix(strong_weight, partner, box) * strong_valid).sum())
+        strong_valid = mix(base_valid, partner, box)
+        valid_strong = float((mix(strong_weight, partner, box) * strong_valid[:, 0]).sum())
         self._confident += float(keep.sum())
         self._seen += float(valid_u.sum())
         n = batch.inputs.shape[0]
@@ -340,7 +338,8 @@ class ConsistencyTask(AuxiliaryTask):
 
         # Lu of a micro-batch of r tiles = sum * norm / r  ->  over the step: sum / (valid pixels)
         norm = torch.tensor([n / max(valid_strong, 1e-6), n / max(valid_fp, 1e-6)])
-        extra.update(strong=rows(strong, 0.0), pseudo=rows(labels_u, IGNORE_INDEX),
+        extra.update(strong=rows(strong, 0.0), strong_valid=rows(strong_valid, 0.0),
+                     pseudo=rows(labels_u, IGNORE_INDEX),
                      pseudo_mix=rows(mix(targets, partner, box), IGNORE_INDEX),
                      norm=norm.expand(n, 2).clone())
 
