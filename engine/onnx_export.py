@@ -35,6 +35,7 @@ from .errors import Cancelled, ExportError, InvalidParameterError, MissingDepend
 from .inference import NETWORK_STRIDE, check_outputs
 from .model_file import load_model
 from .normalization import normalize
+from .onnx_check import Comparison, compare, rounding_tolerance
 from .onnx_metadata import deepness_metadata, training_resolution
 from .progress import Reporter
 from .rasters import dtype_family, valid_mask
@@ -43,7 +44,6 @@ DEFAULT_OPSET = 17      # onnxruntime >= 1.13 (Deepness installs a recent one)
 MIN_OPSET = 11          # Round (integer models) needs 11
 MAX_TILE = 4096
 INPUT_SCALE = 255.0     # Deepness divides every band by 255
-CHECK_TOLERANCE = 1e-4  # soft-max difference allowed between onnxruntime and torch
 ONNX_PIP = "onnx==1.23.1 onnxruntime==1.30.0"   # requirements/onnx.txt
 PROTOBUF_LIMIT = 2_000_000_000   # one ONNX file without external data
 
@@ -120,7 +120,7 @@ def export_onnx(model_path: str, output_path: str, tile_size: Optional[int] = No
     data = proto.SerializeToString()
     _step(reporter, 0.6)
 
-    difference = _check_with_onnxruntime(data, meta, net, tile, family, reporter)
+    check = _check_with_onnxruntime(data, meta, net, graph, tile, family, reporter)
     _step(reporter, 0.9)
     try:
         with atomic_output(output_path) as tmp:
@@ -130,7 +130,7 @@ def export_onnx(model_path: str, output_path: str, tile_size: Optional[int] = No
         raise OutputError(f"Cannot write {output_path}: {exc.strerror or exc}.") from None
     reporter.progress(1.0)
 
-    _report(reporter, output_path, tile, opset, meta, family, resolution, source, difference)
+    _report(reporter, output_path, tile, opset, meta, family, resolution, source, check)
     return {
         "output": output_path, "bytes": len(data), "tile_size": tile, "opset": opset,
         "bands": int(bands["count"]), "band_dtype": bands["dtype"],
@@ -139,7 +139,10 @@ def export_onnx(model_path: str, output_path: str, tile_size: Optional[int] = No
         "dynamic_batch": True, "dynamic_height_width": False,
         "input": described["summary"], "deepness_faithful": bands["dtype"] == "uint8",
         "resolution_cm": resolution, "resolution_source": source,
-        "checked": difference is not None, "max_difference": difference,
+        "checked": check is not None,
+        "max_difference": check.max_difference if check else None,
+        "tolerance": check.tolerance if check else None,
+        "class_agreement": check.agreement if check else None,
     }
 
 
@@ -236,10 +239,11 @@ def deepness_feed(raw: np.ndarray) -> np.ndarray:
     return np.float32(raw * (1.0 / INPUT_SCALE))
 
 
-def _check_with_onnxruntime(data: bytes, meta: dict, net: nn.Module, tile: int, family: str,
-                            reporter: Reporter) -> Optional[float]:
+def _check_with_onnxruntime(data: bytes, meta: dict, net: nn.Module, graph: nn.Module,
+                            tile: int, family: str, reporter: Reporter) -> Optional[Comparison]:
     """Run a synthetic tile (values around and beyond the training range, some nodata) through
-    onnxruntime fed the Deepness way and through Berunda's own path; refuse on a difference."""
+    onnxruntime fed the Deepness way and through Berunda's own path; refuse a graph whose
+    soft-max differs by more than float32 rounding explains (onnx_check)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -256,16 +260,18 @@ def _check_with_onnxruntime(data: bytes, meta: dict, net: nn.Module, tile: int, 
         raise ExportError(f"onnxruntime could not run the exported graph ({exc}); nothing was "
                           "written. Try another OPSET.") from None
     nodata = meta["bands"].get("nodata")
-    x = normalize(raw, valid_mask(raw, nodata), meta["normalization"])
+    valid = valid_mask(raw, nodata)
+    x = normalize(raw, valid, meta["normalization"])
     with torch.inference_mode():
-        torch_probs = torch.softmax(net(torch.from_numpy(x[None])).seg.float(), dim=1)[0].numpy()
-    difference = float(np.abs(onnx_probs - torch_probs).max())
-    if not difference <= CHECK_TOLERANCE:
+        logits = net(torch.from_numpy(x[None])).seg.float()
+        torch_probs = torch.softmax(logits, dim=1)[0].numpy()
+    tolerance = rounding_tolerance(graph, float(logits.abs().max()))
+    result = compare(onnx_probs, torch_probs, valid, tolerance)
+    if not result.passed:
         raise ExportError(
-            f"The exported graph's probabilities differ from Berunda's by up to {difference:.2g} "
-            f"(allowed {CHECK_TOLERANCE:g}); nothing was written. Report this with the model's "
-            "versions (berunda:diagnostics).")
-    return difference
+            f"The exported graph does not compute what Berunda computes: {result.words()}. "
+            "Nothing was written. Report this with the model's versions (berunda:diagnostics).")
+    return result
 
 
 def _probe_tile(meta: dict, tile: int, family: str) -> np.ndarray:
@@ -288,14 +294,13 @@ def _probe_tile(meta: dict, tile: int, family: str) -> np.ndarray:
 
 
 def _report(reporter, output_path, tile, opset, meta, family, resolution, source,
-            difference) -> None:
+            check: Optional[Comparison]) -> None:
     bands = meta["bands"]
     reporter.info(f"Wrote {output_path}: opset {opset}, input (batch, {bands['count']}, {tile}, "
                   f"{tile}) = each band's value / 255 (batch dynamic, {tile} × {tile} fixed: "
                   "Deepness takes its tile size from the model).")
-    if difference is not None:
-        reporter.info(f"Checked with onnxruntime: soft-max within {difference:.1e} of Berunda's "
-                      "torch path on a test tile.")
+    if check is not None:
+        reporter.info(f"Checked with onnxruntime on a test tile: {check.words()}.")
     if resolution is not None:
         reporter.info(f"Resolution {resolution:g} cm/px, from {source}.")
     else:
