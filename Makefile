@@ -4,13 +4,18 @@ PY := .venv/bin/python
 DATA ?= $(abspath ../shared/data/dubai)
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup test demo bench clean package model
+.PHONY: setup test test-current-qgis demo bench clean package model
 
 setup:
 	bash scripts/setup.sh
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+# QGIS 3.44 (numpy 2) in a cached Debian trixie root: a new user's offline install and path,
+# then the engine's tests there (.ci/current_qgis.sh; needs root or sudo).
+test-current-qgis:
+	bash .ci/current_qgis.sh
 
 demo: setup
 	$(PY) scripts/demo.py --data "$(DATA)"

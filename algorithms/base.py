@@ -92,7 +92,7 @@ class BerundaAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def advanced(param):
-        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         return param
 
     def raster_paths(self, parameters, name, context):

@@ -3,13 +3,14 @@ rasterio into Berunda's own package folder, for the Python that runs QGIS."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from qgis.core import (QgsProcessingException, QgsProcessingOutputFile,
                        QgsProcessingOutputFolder, QgsProcessingParameterBoolean,
                        QgsProcessingParameterEnum, QgsProcessingParameterFile)
 
-from ..berunda_plugin import dependencies, installer
+from ..berunda_plugin import dependencies, installer, wheelhouse
 from .base import SetupAlgorithm
 
 
@@ -17,6 +18,7 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
     TARGET_FOLDER = "TARGET_FOLDER"
     REQUIREMENTS = "REQUIREMENTS"
     TORCH_BUILD = "TORCH_BUILD"
+    WHEELHOUSE = "WHEELHOUSE"
     WITH_ONNX = "WITH_ONNX"
     LOG = "LOG"
 
@@ -33,10 +35,15 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
             "file — with pip, for the Python that runs QGIS, into a folder that belongs to Berunda. "
             "QGIS itself never loads them: Berunda's engine runs in its own process with this "
             "folder first on its path, so these packages win over older copies QGIS ships, and "
-            "no QGIS restart is needed. numpy stays below 2 and at the version QGIS runs with, and "
-            "so do the GDAL bindings. Needs an internet connection (torch is large: allow some "
-            "minutes). The pip log is shown while it runs; Cancel stops pip. At the end the "
-            "engine is started once to check that it imports everything.<br>"
+            "no QGIS restart is needed. numpy and the GDAL bindings stay at the versions QGIS "
+            "runs with (numpy 1 on QGIS 3.22, numpy 2 on 3.40 and later). Needs an internet "
+            "connection (torch is large: allow some minutes) — or a WHEELHOUSE. The pip log is "
+            "shown while it runs; Cancel stops pip. At the end the engine is started once to "
+            "check that it imports everything.<br>"
+            "<b>WHEELHOUSE</b> (optional): a folder of wheels to install from, with no network "
+            "at all — for machines without internet. Make it on a connected machine with pip "
+            "download for this machine's Python and platform: run this algorithm once without "
+            "network and it prints the exact command (README, 'Installing without internet').<br>"
             "<b>TARGET_FOLDER</b>: where the packages go (default: Berunda's package folder in "
             f"your QGIS profile, or ${dependencies.PACKAGES_ENV} when set).<br>"
             "<b>REQUIREMENTS</b>: pip requirements file (default: the plugin's "
@@ -50,7 +57,7 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(self.advanced(QgsProcessingParameterFile(
-            self.TARGET_FOLDER, "Install into folder", QgsProcessingParameterFile.Folder,
+            self.TARGET_FOLDER, "Install into folder", QgsProcessingParameterFile.Behavior.Folder,
             defaultValue=dependencies.package_folder(), optional=True)))
         self.addParameter(self.advanced(QgsProcessingParameterFile(
             self.REQUIREMENTS, "pip requirements file", extension="txt",
@@ -58,10 +65,26 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         self.addParameter(self.advanced(QgsProcessingParameterEnum(
             self.TORCH_BUILD, "torch build", installer.TORCH_BUILDS, defaultValue="auto",
             usesStaticStrings=True)))
+        self.addParameter(QgsProcessingParameterFile(
+            self.WHEELHOUSE, "Install from a folder of wheels (no internet needed)",
+            QgsProcessingParameterFile.Behavior.Folder, optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.WITH_ONNX, "Also install onnx and onnxruntime (for ONNX export)", False))
         self.addOutput(QgsProcessingOutputFolder(self.TARGET_FOLDER, "Package folder"))
         self.addOutput(QgsProcessingOutputFile(self.LOG, "pip log"))
+
+    @staticmethod
+    def offline_message(reason, requirements, with_onnx, pins, build):
+        """pip cannot reach its index: say so at once, with the way to install offline."""
+        wanted = [requirements] + ([dependencies.ONNX_REQUIREMENTS_FILE] if with_onnx else [])
+        download = installer.format_command(wheelhouse.download_command(
+            wanted, [dependencies.CONSTRAINTS_FILE], pins, build))
+        return (f"pip cannot reach its package index from this machine ({reason}). To install "
+                "without internet, run on a machine that has it (any system, Python 3.8 or "
+                f"later with pip):\n    {download}\nthen copy the folder berunda-wheelhouse here "
+                "and run 'Install dependencies' again with WHEELHOUSE set to it "
+                f"({wheelhouse.WHEELHOUSE_HELP}). If this machine has internet, check its proxy "
+                "settings (HTTPS_PROXY, or the proxy in pip's configuration).")
 
     def check_engine(self, feedback):
         """Start the engine once, as every algorithm will: it imports torch & co. from the
@@ -91,9 +114,11 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
             raise QgsProcessingException(
                 f"REQUIREMENTS: {requirements} does not exist. Give a pip requirements file, or "
                 f"leave it empty for Berunda's own ({dependencies.REQUIREMENTS_FILE}).")
+        wheels = (self.parameterAsFile(parameters, self.WHEELHOUSE, context) or "").strip()
         try:
             build = installer.resolve_torch_build(
                 self.parameterAsEnumString(parameters, self.TORCH_BUILD, context))
+            wheels = wheelhouse.check_wheelhouse(wheels) if wheels else ""
             target = installer.check_target(target)
         except installer.InstallError as exc:
             raise QgsProcessingException(str(exc)) from None
@@ -101,16 +126,17 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         python = dependencies.python_executable()
         # The log and the generated constraints stay beside the packages (a temporary folder
         # would vanish with qgis_process), so the manual command below keeps working.
-        logs = installer.log_folder(target)
+        logs = os.path.join(target, installer.LOG_FOLDER_NAME)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         log_path = os.path.join(logs, f"pip-install-{stamp}.log")
         pins = installer.qgis_pins()
-        generated = installer.write_constraints(os.path.join(logs, "qgis-constraints.txt"), pins)
+        generated = os.path.join(logs, "qgis-constraints.txt")
         with_onnx = self.parameterAsBoolean(parameters, self.WITH_ONNX, context)
         extra = ["-r", dependencies.ONNX_REQUIREMENTS_FILE] if with_onnx else []
+        source = (wheelhouse.wheelhouse_args(wheels) if wheels
+                  else installer.torch_index_args(build, requirements))
         cmd = installer.pip_command(python, target, requirements,
-                                    [dependencies.CONSTRAINTS_FILE, generated],
-                                    extra + installer.torch_index_args(build, requirements))
+                                    [dependencies.CONSTRAINTS_FILE, generated], extra + source)
         command = installer.format_command(cmd)
         manual = (f"To install by hand, run in a terminal (with the Python that runs QGIS):\n"
                   f"    {command}")
@@ -118,12 +144,20 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
             pip_version = installer.check_pip(python)
         except installer.InstallError as exc:
             raise QgsProcessingException(f"{exc}\n{manual}") from None
+        if not wheels:
+            unreachable = wheelhouse.index_unreachable(python)
+            if unreachable:
+                raise QgsProcessingException(self.offline_message(
+                    unreachable, requirements, with_onnx, pins, build))
+        installer.log_folder(target)
+        installer.write_constraints(generated, pins)
 
         feedback.pushInfo(f"Python: {python} ({pip_version})")
         feedback.pushInfo(f"Installing into: {target}")
         feedback.pushInfo(f"torch build: {build}")
-        feedback.pushInfo("Kept at QGIS's versions: " + ", ".join(f"{k}=={v}" for k, v in pins.items())
-                          + " (and numpy<2)")
+        feedback.pushInfo("Kept at QGIS's versions: " + ", ".join(f"{k}=={v}" for k, v in pins.items()))
+        if wheels:
+            feedback.pushInfo(f"Installing from the wheelhouse {wheels} alone (no network).")
         feedback.pushInfo(f"Running: {command}")
         feedback.pushInfo(f"pip log: {log_path}")
         with open(generated, encoding="utf-8") as handle:
@@ -153,9 +187,13 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
             raise QgsProcessingException(
                 f"pip failed (exit code {code}) after {installer.elapsed(start)}. Its last lines:\n"
                 + "\n".join(tail[-8:]) + f"\nThe whole pip log: {log_path}\n"
-                "Check the internet connection and the messages above (a version that does not "
-                "exist for your platform or Python, a conflict with the numpy or GDAL versions QGIS "
-                "ships, a proxy, no disk space). " + manual)
+                + ("Check that the wheelhouse was made for this machine's Python "
+                   f"{sys.version_info[0]}.{sys.version_info[1]} and platform, and holds every "
+                   "package (the messages above name the missing one). " if wheels else
+                   "Check the internet connection and the messages above (a version that does "
+                   "not exist for your platform or Python, a conflict with the numpy or GDAL "
+                   "versions QGIS ships, a proxy, no disk space); without internet, give a "
+                   f"WHEELHOUSE ({wheelhouse.WHEELHOUSE_HELP}). ") + manual)
         feedback.setProgress(100)
         feedback.pushInfo(f"Installed in {installer.elapsed(start)} into {target}.")
         if os.path.realpath(target) == os.path.realpath(dependencies.package_folder()):

@@ -19,8 +19,8 @@ from ..engine.parameters import Param
 
 
 def _number(p: Param):
-    kind = (QgsProcessingParameterNumber.Integer if p.kind == "int"
-            else QgsProcessingParameterNumber.Double)
+    kind = (QgsProcessingParameterNumber.Type.Integer if p.kind == "int"
+            else QgsProcessingParameterNumber.Type.Double)
     kwargs = {"optional": p.optional}
     if p.minimum is not None:
         kwargs["minValue"] = p.minimum
@@ -33,16 +33,16 @@ def qgis_parameter(p: Param) -> QgsProcessingParameterDefinition:
     if p.kind in ("int", "float"):
         param = _number(p)
     elif p.kind == "rasters":
-        param = QgsProcessingParameterMultipleLayers(p.id, p.label, QgsProcessing.TypeRaster,
+        param = QgsProcessingParameterMultipleLayers(p.id, p.label, QgsProcessing.SourceType.TypeRaster,
                                                      optional=p.optional)
     elif p.kind == "raster":
         param = QgsProcessingParameterRasterLayer(p.id, p.label, optional=p.optional)
     elif p.kind == "polygons":
-        param = QgsProcessingParameterVectorLayer(p.id, p.label, [QgsProcessing.TypeVectorPolygon],
+        param = QgsProcessingParameterVectorLayer(p.id, p.label, [QgsProcessing.SourceType.TypeVectorPolygon],
                                                   optional=p.optional)
     elif p.kind == "field":
         param = QgsProcessingParameterField(p.id, p.label, parentLayerParameterName=p.parent,
-                                            type=QgsProcessingParameterField.Numeric,
+                                            type=QgsProcessingParameterField.DataType.Numeric,
                                             optional=p.optional)
     elif p.kind == "enum":
         param = QgsProcessingParameterEnum(p.id, p.label, list(p.choices), allowMultiple=p.multiple,
@@ -70,7 +70,7 @@ def qgis_parameter(p: Param) -> QgsProcessingParameterDefinition:
     else:  # pragma: no cover - Param checks its kind
         raise ValueError(p.kind)
     if p.advanced:
-        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
     param.setHelp(p.help)
     return param
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 from importlib import metadata
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..engine.environment import REQUIRED, REQUIREMENTS_FILE, nvidia_gpus, nvidia_smi  # noqa: F401
 
@@ -55,6 +55,40 @@ def package_folder() -> str:
         except Exception:  # noqa: BLE001 - no application yet
             settings = ""
     return os.path.join(settings or _default_settings_dir(), "python", PACKAGES_FOLDER_NAME)
+
+
+# --- what QGIS ships -------------------------------------------------------------------------
+
+def _module_version(module: str) -> Optional[str]:
+    loaded = sys.modules.get(module)
+    return getattr(loaded, "__version__", None) if loaded is not None else None
+
+
+def _dist_version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except Exception:  # noqa: BLE001 - not installed, or broken metadata
+        return None
+
+
+def qgis_pins() -> Dict[str, str]:
+    """{distribution: version} of what QGIS's Python runs with and must keep: numpy and
+    the GDAL bindings (osgeo)."""
+    pins = {}
+    numpy = _module_version("numpy") or _dist_version("numpy")
+    if numpy:
+        pins["numpy"] = numpy
+    gdal = _dist_version("GDAL") or _module_version("osgeo")
+    if gdal is None:
+        try:
+            from osgeo import gdal as _gdal  # noqa: PLC0415 - cheap, QGIS has loaded GDAL
+
+            gdal = _gdal.__version__
+        except Exception:  # noqa: BLE001
+            gdal = None
+    if gdal:
+        pins["GDAL"] = gdal
+    return pins
 
 
 # --- the Python that runs QGIS ---------------------------------------------------------------

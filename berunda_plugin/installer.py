@@ -6,11 +6,15 @@ What is installed where:
 
 * ``python -m pip install --upgrade --target <folder> -r requirements.txt
   -c constraints.txt -c <generated>`` with the Python that runs QGIS;
-* ``constraints.txt`` keeps numpy < 2; the generated constraints pin the numpy
-  and GDAL bindings versions QGIS runs with, so whatever lands in the folder
-  is compatible with them (pip --target ignores installed packages);
-* the folder is appended to ``sys.path`` (after QGIS's own folders), so what QGIS
-  ships always wins.
+* ``constraints.txt`` holds what must never be installed (no numpy bound: numpy follows
+  QGIS, 1 on QGIS 3.22 and 2 on 3.40+); the generated constraints pin the numpy and GDAL
+  bindings versions QGIS runs with, so whatever lands in the folder is compatible with them
+  (pip --target ignores installed packages);
+* with a wheelhouse (a folder of wheels made elsewhere with ``pip download``) pip reads that
+  folder alone (``--no-index --find-links``): no network is needed;
+* QGIS's own process never loads the folder: Berunda's engine runs in its own process with
+  the folder *first* on its path (berunda_plugin/dependencies.py), so its packages win over
+  older copies QGIS ships.
 """
 from __future__ import annotations
 
@@ -25,10 +29,9 @@ import sys
 import sysconfig
 import threading
 import time
-from importlib import metadata
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .dependencies import CONSTRAINTS_FILE
+from .dependencies import CONSTRAINTS_FILE, qgis_pins  # noqa: F401 - qgis_pins re-exported
 from .engine_process import kill_tree
 
 TORCH_BUILDS = ["auto", "cpu", "cuda"]
@@ -79,40 +82,6 @@ def torch_index_args(build: str, requirements: str, platform: str = sys.platform
     if build == "cuda" and platform.startswith("win"):
         return ["--extra-index-url", TORCH_CUDA_INDEX_WINDOWS]
     return []
-
-
-# --- what QGIS ships -------------------------------------------------------------------------
-
-def _module_version(module: str) -> Optional[str]:
-    loaded = sys.modules.get(module)
-    return getattr(loaded, "__version__", None) if loaded is not None else None
-
-
-def _dist_version(name: str) -> Optional[str]:
-    try:
-        return metadata.version(name)
-    except Exception:  # noqa: BLE001 - not installed, or broken metadata
-        return None
-
-
-def qgis_pins() -> Dict[str, str]:
-    """{distribution: version} of what QGIS's Python runs with and must keep: numpy and
-    the GDAL bindings (osgeo)."""
-    pins = {}
-    numpy = _module_version("numpy") or _dist_version("numpy")
-    if numpy:
-        pins["numpy"] = numpy
-    gdal = _dist_version("GDAL") or _module_version("osgeo")
-    if gdal is None:
-        try:
-            from osgeo import gdal as _gdal  # noqa: PLC0415 - cheap, QGIS has loaded GDAL
-
-            gdal = _gdal.__version__
-        except Exception:  # noqa: BLE001
-            gdal = None
-    if gdal:
-        pins["GDAL"] = gdal
-    return pins
 
 
 LOG_FOLDER_NAME = "berunda-install-logs"   # inside the target; a hyphen: never importable

@@ -34,7 +34,10 @@ class BerundaPlugin:
         self.initProcessing()
         if self.iface is None:
             return
-        from qgis.PyQt.QtWidgets import QAction  # noqa: PLC0415
+        try:   # Qt6 (QGIS 4) moved QAction to QtGui
+            from qgis.PyQt.QtGui import QAction  # noqa: PLC0415
+        except ImportError:   # Qt5 (QGIS 3)
+            from qgis.PyQt.QtWidgets import QAction  # noqa: PLC0415
 
         window = self.iface.mainWindow()
         for text, algorithm, icon in (
@@ -64,7 +67,7 @@ class BerundaPlugin:
         button = QPushButton("Install dependencies…", item)
         button.clicked.connect(lambda: open_algorithm_dialog("berunda:install_dependencies"))
         item.layout().addWidget(button)
-        self.message = bar.pushWidget(item, Qgis.Warning, 0)
+        self.message = bar.pushWidget(item, Qgis.MessageLevel.Warning, 0)
 
     def unload(self):
         for action in self.actions:

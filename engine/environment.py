@@ -32,13 +32,15 @@ REQUIRED: Tuple[Tuple[str, str], ...] = (
 # Optional: berunda:export_onnx (onnx writes the file, onnxruntime checks it).
 OPTIONAL: Tuple[Tuple[str, str], ...] = (("onnx", "onnx"), ("onnxruntime", "onnxruntime"))
 
-# Versions outside these bounds cannot work (an error); any other version that differs from
-# the pin in requirements.txt is only a warning.  numpy 2 breaks QGIS's own compiled modules.
+# Versions below these cannot work (an error); any other version that differs from the pin in
+# requirements.txt is only a warning.  numpy has no pin and no upper bound: it follows QGIS.
 MINIMUM = {"torch": "2.1", "segmentation-models-pytorch": "0.3", "rasterio": "1.3",
            "numpy": "1.21"}
-BELOW = {"numpy": "2"}
-WHY_BELOW = {"numpy": "QGIS's own compiled Python modules (and GDAL's) are built for numpy 1 and "
-                      "break under numpy 2"}
+#: Set by the QGIS side for the engine it starts: the numpy version QGIS's Python runs with.
+#: The engine's path ends with QGIS's own folders, whose compiled modules are built for that
+#: numpy's major version, so the engine's numpy must have the same major (1 on QGIS 3.22,
+#: 2 on 3.40+).
+QGIS_NUMPY_ENV = "BERUNDA_QGIS_NUMPY"
 
 
 # --- versions ----------------------------------------------------------------------------------
@@ -102,17 +104,23 @@ class PackageStatus:
         return self.state != "ok"
 
 
-def classify_version(pip_name: str, installed: Optional[str], pinned: Optional[str]) -> Tuple[str, str]:
+def classify_version(pip_name: str, installed: Optional[str], pinned: Optional[str],
+                     qgis_numpy: Optional[str] = None) -> Tuple[str, str]:
     """(state, plain words) of an importable package's version: ok, different (a warning) or
-    incompatible (outside MINIMUM/BELOW: an error)."""
+    incompatible (an error: below MINIMUM, or a numpy of another major version than QGIS's
+    ``qgis_numpy``)."""
     key = _canonical(pip_name)
-    low, high = MINIMUM.get(key), BELOW.get(key)
+    low = MINIMUM.get(key)
     if installed and low and _cmp(release(installed), release(low)) < 0:
         return "incompatible", (f"{pip_name} {installed} is too old: Berunda needs {pip_name} >= "
                                 f"{low}" + (f" (tested with {pinned})" if pinned else ""))
-    if installed and high and _cmp(release(installed), release(high)) >= 0:
-        return "incompatible", (f"{pip_name} {installed} is incompatible: it must stay below {high}"
-                                + (f" because {WHY_BELOW[key]}" if key in WHY_BELOW else ""))
+    if (key == "numpy" and installed and qgis_numpy and release(installed)[:1]
+            != release(qgis_numpy)[:1]):
+        return "incompatible", (
+            f"numpy {installed} is installed for Berunda's engine, but QGIS runs numpy "
+            f"{qgis_numpy}: the compiled modules QGIS ships are built for numpy "
+            f"{release(qgis_numpy)[0]} and break under numpy {release(installed)[0]}. Run "
+            "'Install dependencies' again: it installs QGIS's own numpy version")
     if installed and pinned and _cmp(release(installed), release(pinned)) != 0:
         return "different", (f"{pip_name} {installed} is installed; Berunda is tested with {pinned}. "
                              "It should work, but if something fails, install the tested version.")
@@ -128,7 +136,8 @@ def package_status(module: str, pip_name: str, pins: Optional[Dict[str, str]] = 
         state = "missing"
         message = f"{pip_name}: missing" + (f" (Berunda uses {pinned})" if pinned else "")
     else:
-        state, message = classify_version(pip_name, installed, pinned)
+        state, message = classify_version(pip_name, installed, pinned,
+                                          os.environ.get(QGIS_NUMPY_ENV, "").strip() or None)
     return PackageStatus(pip_name, module, installed, importable, pinned, state, message)
 
 

@@ -86,12 +86,12 @@ def build_model():
 
     def add_input(param, x, y, advanced=False):
         if advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         component = QgsProcessingModelParameter(param.name())
         component.setPosition(QPointF(x, y))
         model.addModelParameter(param, component)
 
-    integer = QgsProcessingParameterNumber.Integer
+    integer = QgsProcessingParameterNumber.Type.Integer
     add_input(QgsProcessingParameterRasterLayer("labeled_image", "Labeled image"), 120, 60)
     add_input(QgsProcessingParameterRasterLayer("label_raster", "Label raster"), 120, 120)
     add_input(QgsProcessingParameterRasterLayer("unlabeled_image", "Unlabeled image",
@@ -122,7 +122,7 @@ def build_model():
         # The modeler stores every other mandatory parameter as a static value: its default.
         for definition in step.algorithm().parameterDefinitions():
             if (definition.name() not in sources and not definition.isDestination()
-                    and not definition.flags() & QgsProcessingParameterDefinition.FlagOptional):
+                    and not definition.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional):
                 step.addParameterSources(definition.name(),
                                          [Source.fromStaticValue(definition.defaultValue())])
         model_outputs = {}

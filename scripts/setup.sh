@@ -25,11 +25,14 @@ fi
 STAMP=.venv/.berunda-requirements
 WANT="$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-    echo "== installing pinned Python dependencies (torch from local disk, onnx, numpy<2)"
+    echo "== installing pinned Python dependencies (torch from local disk, onnx; numpy stays QGIS's)"
+    # numpy follows QGIS: keep the one the system Python (QGIS's) has, whatever its major.
+    QGIS_NUMPY="$(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)')"
+    echo "numpy==$QGIS_NUMPY" > .venv/qgis-constraints.txt
     .venv/bin/python -m pip install -q -r requirements/requirements.txt -r requirements/dev.txt \
-        -r requirements/onnx.txt -c requirements/constraints.txt
-    .venv/bin/python -c "import numpy, sys; sys.exit(numpy.__version__.startswith('1.') is False)" \
-        || { echo "numpy 2 got installed into the QGIS environment; aborting" >&2; exit 1; }
+        -r requirements/onnx.txt -c requirements/constraints.txt -c .venv/qgis-constraints.txt
+    [ "$(.venv/bin/python -c 'import numpy; print(numpy.__version__)')" = "$QGIS_NUMPY" ] \
+        || { echo "pip replaced QGIS's numpy $QGIS_NUMPY in .venv; aborting" >&2; exit 1; }
     echo "$WANT" > "$STAMP"
 fi
 

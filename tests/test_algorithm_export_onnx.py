@@ -98,16 +98,19 @@ def test_processing_says_how_to_install_onnx(qgis_app, dubai_model, tmp_path, mo
 
 
 def test_installer_with_onnx_adds_the_onnx_requirements(qgis_app, tmp_path):
-    """A real pip run that fails at once (a missing wheel) shows the command it ran."""
+    """A real pip run that fails at once (a missing wheel) shows the command it ran.  From a
+    wheelhouse, so that it needs no network (it also runs in the offline QGIS 3.44 stage)."""
     import processing
     from qgis.core import QgsProcessingException
+    from test_wheelhouse import make_wheel
 
     from berunda.berunda_plugin import dependencies
 
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("./no-such-package-1.0-py3-none-any.whl\n")
+    make_wheel(tmp_path / "wheels")
     alg_params = {"TARGET_FOLDER": str(tmp_path / "t"), "REQUIREMENTS": str(requirements),
-                  "TORCH_BUILD": "cpu"}
+                  "TORCH_BUILD": "cpu", "WHEELHOUSE": str(tmp_path / "wheels")}
     for with_onnx in (True, False):
         with pytest.raises(QgsProcessingException) as err:
             processing.run("berunda:install_dependencies", dict(alg_params, WITH_ONNX=with_onnx))

@@ -145,7 +145,7 @@ def test_the_dialog_offers_the_common_encoders_and_any_name_is_accepted(qgis_app
     alg = QgsApplication.processingRegistry().algorithmById("berunda:train")
     param = alg.parameterDefinition("ENCODER")
     wrapper = QgsGui.processingGuiRegistry().createParameterWidgetWrapper(
-        param, QgsProcessingGui.Standard)
+        param, QgsProcessingGui.WidgetType.Standard)
     widget = wrapper.createWrappedWidget(QgsProcessingContext())
     assert isinstance(widget, QComboBox)
     assert [widget.itemText(i) for i in range(widget.count())] == COMMON_ENCODERS

@@ -53,11 +53,17 @@ def test_version_check_in_plain_words():
     assert env.classify_version("torch", "2.14.1+cpu", "2.14.1")[0] == "ok"
     state, words = env.classify_version("torch", "2.3.0", "2.14.1")
     assert state == "different" and "tested with 2.14.1" in words
-    state, words = env.classify_version("numpy", "2.0.1", None)
-    assert state == "incompatible" and "below 2" in words
+    # numpy follows QGIS: any major on its own, the same major as QGIS's when QGIS says which
+    assert env.classify_version("numpy", "2.2.4", None)[0] == "ok"
+    assert env.classify_version("numpy", "2.2.4", None, qgis_numpy="2.2.4")[0] == "ok"
+    assert env.classify_version("numpy", "1.26.4", None, qgis_numpy="1.24.2")[0] == "ok"
+    state, words = env.classify_version("numpy", "2.0.1", None, qgis_numpy="1.24.2")
+    assert state == "incompatible" and "QGIS runs numpy 1.24.2" in words
+    assert "Install dependencies" in words
+    assert env.classify_version("numpy", "1.24.2", None, qgis_numpy="2.2.4")[0] == "incompatible"
     assert env.classify_version("torch", "1.13.1", "2.14.1")[0] == "incompatible"
     assert env.pinned_versions()["segmentation-models-pytorch"] == "0.5.0"
-    # this environment (the engine's): all present at the pinned versions, numpy < 2
+    # this environment (the engine's): all present at the pinned versions, QGIS's numpy
     assert env.version_problems() == ([], [])
     summary = env.device_status().summary
     assert summary.startswith("Device: ") and ("GPU" in summary or "CPU" in summary)
@@ -181,8 +187,12 @@ def test_installer_declares_its_parameters(qgis_app):
     assert alg.parameterDefinition("TARGET_FOLDER").defaultValue() == deps.package_folder()
     assert alg.parameterDefinition("REQUIREMENTS").defaultValue() == deps.REQUIREMENTS_FILE
     for name in ("TARGET_FOLDER", "REQUIREMENTS", "TORCH_BUILD"):
-        assert alg.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
+        assert alg.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced
         assert name in alg.shortHelpString()
+    wheels = alg.parameterDefinition("WHEELHOUSE")   # offline installs: in plain sight
+    assert wheels.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional
+    assert not wheels.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced
+    assert "WHEELHOUSE" in alg.shortHelpString() and "numpy 2 on 3.40" in alg.shortHelpString()
     assert {o.name() for o in alg.outputDefinitions()} == {"TARGET_FOLDER", "LOG"}
     assert alg.svgIconPath().endswith("icons/install_dependencies.svg")
 
@@ -229,22 +239,21 @@ def test_installer_installs_into_a_throwaway_folder(qgis_app, tmp_path):
     constraint_files = [Path(p) for p in command.split(" -c ")[1:]]
     assert len(constraint_files) == 2 and all(p.is_file() for p in constraint_files)
     constraints = "\n".join(p.read_text() for p in constraint_files)
-    assert "numpy<2" in constraints
+    assert "numpy<" not in constraints   # no bound of our own: numpy follows QGIS
     assert f"numpy=={metadata.version('numpy')}" in constraints
-    assert metadata.version("numpy").startswith("1.")
     assert f"GDAL=={metadata.version('GDAL')}" in constraints
     # nothing outside the target changed
     assert _fingerprint() == before
 
 
 def test_installer_refuses_to_change_qgis_numpy(qgis_app, tmp_path):
-    """A requirement for numpy 2 meets the numpy<2 / numpy==<QGIS's> constraints: pip fails
-    and the message says what to do."""
+    """A requirement for another numpy than QGIS's meets the numpy==<QGIS's> constraint: pip
+    fails and the message says what to do."""
     import processing
     from qgis.core import QgsProcessingException
 
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("numpy>=2\n")
+    requirements.write_text(f"numpy!={metadata.version('numpy')}\n")
     target = tmp_path / "target"
     before = _fingerprint()
     with pytest.raises(QgsProcessingException) as err:
@@ -252,7 +261,7 @@ def test_installer_refuses_to_change_qgis_numpy(qgis_app, tmp_path):
             "TARGET_FOLDER": str(target), "REQUIREMENTS": str(requirements)}, feedback=recording_feedback())
     message = str(err.value)
     assert "pip failed" in message and "pip install" in message
-    assert "numpy<2,==" in message   # pip's own words: the constraints are what stopped it
+    assert f"numpy=={metadata.version('numpy')}" in message   # pip's words: the pin stopped it
     assert "The whole pip log: " in message
     assert not (target / "numpy").exists()
     assert _fingerprint() == before

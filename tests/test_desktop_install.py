@@ -11,6 +11,7 @@ Python (no venv, PYTHONPATH unset), berunda:install_dependencies with its defaul
 One installation serves the whole module (it is the slow part: pip copies torch's ~5 GB)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, image, label
-from test_desktop import assert_real_screenshot, clean_env, xvfb_run
+from test_desktop import assert_real_screenshot, clean_env, system_python_has, xvfb_run
 
 # one worker runs the desktop files (xvfb-run -a picks displays racily; dist/ is shared)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("desktop")]
@@ -41,19 +42,31 @@ def qgis_process(env, *args, timeout=900):
     return proc.returncode, payload, proc.stderr[-4000:] + proc.stdout[-2000:]
 
 
+# The current-QGIS CI stage (.ci/current_qgis.sh) sets these: the user's HOME (kept, so the
+# next tests there use the packages installed here) and a wheelhouse to install from offline.
+STAGE_HOME = os.environ.get("BERUNDA_TEST_HOME")
+STAGE_WHEELHOUSE = os.environ.get("BERUNDA_TEST_WHEELHOUSE")
+
+
 @pytest.fixture(scope="module")
 def fresh_user(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
+    home = Path(STAGE_HOME) if STAGE_HOME else tmp_path_factory.mktemp("home")
+    assert not (home / PROFILE).exists(), f"{home} must be a fresh HOME"
     # This machine's pip configuration (where the local torch wheels are) is the user's own.
     for folder in (Path.home() / ".config" / "pip", Path.home() / ".pip"):
-        if folder.is_dir():
+        if folder.is_dir() and not STAGE_HOME:
             shutil.copytree(folder, home / folder.relative_to(Path.home()))
     env = clean_env(home, QGIS_PLUGINPATH=str(PLUGINS))
     enabled = subprocess.run([QGIS_PROCESS_BIN, "plugins", "enable", "berunda"], env=env,
                              capture_output=True, text=True, timeout=120)
     assert enabled.returncode == 0, enabled.stderr
+    rc, out, log = qgis_process(env, "run", "berunda:diagnostics")
+    assert rc == 0, log
+    if not system_python_has("torch"):   # nothing installed yet: not ready, and it says why
+        assert out["results"]["REPORT"].splitlines()[2].startswith("Not ready: torch"), log
+    source = ([f"WHEELHOUSE={STAGE_WHEELHOUSE}", "WITH_ONNX=true"] if STAGE_WHEELHOUSE else [])
     rc, out, log = qgis_process(env, "run", "berunda:install_dependencies", "--",
-                                "TORCH_BUILD=cuda", timeout=1800)
+                                "TORCH_BUILD=cuda", *source, timeout=1800)
     assert rc == 0, log
     target = home / PROFILE / "python" / "berunda-packages"
     assert out["results"]["TARGET_FOLDER"] == str(target)
@@ -78,6 +91,22 @@ def crops(tmp_path_factory):
 def train_params(model):
     return dict(TINY, LABELED_IMAGES=image("scene1_part1"), LABELS=label("scene1_part1"),
                 UNLABELED_IMAGES=image("scene3_part1"), AUX_TASK="kmeans", OUTPUT_MODEL=str(model))
+
+
+def test_diagnostics_is_ready_with_qgis_own_numpy(fresh_user):
+    """After the install: 'Ready', and the engine's numpy is the one QGIS runs with (numpy 1
+    on QGIS 3.22, numpy 2 on 3.40+), loaded from QGIS's own folders or the package folder."""
+    from importlib import metadata
+
+    home, env = fresh_user
+    rc, out, log = qgis_process(env, "run", "berunda:diagnostics")
+    assert rc == 0, log
+    report = out["results"]["REPORT"]
+    assert report.splitlines()[2].startswith("Ready"), report
+    numpy = metadata.version("numpy")   # this is QGIS's Python
+    shipped, engine = report.split("Berunda's dependencies (as the engine sees them)")
+    assert re.search(rf"^  numpy +{re.escape(numpy)}$", shipped, re.M), report
+    assert re.search(rf"^  numpy +{re.escape(numpy)} ", engine, re.M), report
 
 
 def test_train_classify_evaluate_with_qgis_own_python(fresh_user, crops, tmp_path):
