@@ -2,8 +2,8 @@
 # A Debian trixie root holding QGIS from trixie-backports (3.44.x, Python 3.13, numpy 2):
 # the current-QGIS CI stage runs Berunda there as a new user would.  Built once and cached
 # (default /var/cache/berunda/trixie-qgis, or $BERUNDA_TRIXIE_ROOT); rebuilt when missing or
-# when this recipe changes.  Fresh: debootstrap ~4 min, QGIS + providers ~12 min, the
-# backports ~4 min.  Needs root (debootstrap, chroot, mount).
+# when this recipe changes.  Fresh: 2-5 min alone here (debootstrap, then 490 packages),
+# ~10 min beside another apt job.  Needs root (debootstrap, chroot, mount); installs debootstrap.
 #
 #   scripts/trixie_root.sh            build if needed, print the root's path
 #   scripts/trixie_root.sh --run CMD  run CMD inside it (proc/dev mounted for the call)
@@ -41,6 +41,11 @@ unmount_api() {  # innermost first; never leave /dev bound inside a folder someo
 
 build() {
     local tmp="$ROOT.partial"
+    if ! command -v debootstrap >/dev/null && [ ! -x /usr/sbin/debootstrap ]; then
+        echo "== installing debootstrap (apt)" >&2
+        $SUDO apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends debootstrap >&2
+    fi
     unmount_api "$tmp"
     $SUDO rm -rf --one-file-system "$tmp"
     $SUDO mkdir -p "$(dirname "$ROOT")"
