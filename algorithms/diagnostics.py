@@ -11,7 +11,7 @@ from typing import List, Tuple
 from qgis.core import (Qgis, QgsProcessingOutputString, QgsProcessingParameterFileDestination)
 
 from ..berunda_plugin import dependencies
-from ..berunda_plugin.installer import qgis_pins
+from ..berunda_plugin.dependencies import qgis_pins
 from .base import SetupAlgorithm
 
 Section = Tuple[str, List[Tuple[str, str]]]

@@ -129,7 +129,7 @@ class InstallDependenciesAlgorithm(SetupAlgorithm):
         logs = os.path.join(target, installer.LOG_FOLDER_NAME)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         log_path = os.path.join(logs, f"pip-install-{stamp}.log")
-        pins = installer.qgis_pins()
+        pins = dependencies.qgis_pins()
         generated = os.path.join(logs, "qgis-constraints.txt")
         with_onnx = self.parameterAsBoolean(parameters, self.WITH_ONNX, context)
         extra = ["-r", dependencies.ONNX_REQUIREMENTS_FILE] if with_onnx else []

@@ -71,11 +71,16 @@ def _dist_version(name: str) -> Optional[str]:
         return None
 
 
+def qgis_numpy() -> Optional[str]:
+    """The numpy version QGIS's Python runs with (None without numpy)."""
+    return _module_version("numpy") or _dist_version("numpy")
+
+
 def qgis_pins() -> Dict[str, str]:
     """{distribution: version} of what QGIS's Python runs with and must keep: numpy and
     the GDAL bindings (osgeo)."""
     pins = {}
-    numpy = _module_version("numpy") or _dist_version("numpy")
+    numpy = qgis_numpy()
     if numpy:
         pins["numpy"] = numpy
     gdal = _dist_version("GDAL") or _module_version("osgeo")

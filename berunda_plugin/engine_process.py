@@ -28,7 +28,6 @@ from typing import Dict, List, Optional
 from ..engine.atomic import remove_partial_files
 from ..engine.environment import QGIS_NUMPY_ENV
 from . import dependencies
-from .dependencies import qgis_pins
 
 PACKAGE = os.path.basename(dependencies.PLUGIN_DIR)   # "berunda" once installed
 CANCEL_GRACE_S = 120.0   # a training step on a slow CPU can take this long
@@ -75,7 +74,7 @@ def engine_environment() -> Dict[str, str]:
         for name in FOREIGN_DATA_VARIABLES:
             env.pop(name, None)
         # QGIS's own folders end the engine's path: its numpy must keep QGIS's major version.
-        numpy = qgis_pins().get("numpy")
+        numpy = dependencies.qgis_numpy()
         if numpy:
             env[QGIS_NUMPY_ENV] = numpy
     return env

@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .dependencies import CONSTRAINTS_FILE, qgis_pins  # noqa: F401 - qgis_pins re-exported
+from .dependencies import CONSTRAINTS_FILE
 from .engine_process import kill_tree
 
 TORCH_BUILDS = ["auto", "cpu", "cuda"]
@@ -265,5 +265,5 @@ def elapsed(start: float) -> str:
 
 
 __all__ = ["TORCH_BUILDS", "TORCH_CPU_INDEX", "InstallError", "Cancelled", "resolve_torch_build",
-           "torch_index_args", "qgis_pins", "write_constraints", "check_target", "pip_command",
+           "torch_index_args", "write_constraints", "check_target", "pip_command",
            "format_command", "check_pip", "run_streaming", "CONSTRAINTS_FILE"]

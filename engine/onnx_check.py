@@ -73,6 +73,13 @@ class Comparison:
                 f"(of {self.valid:,} valid)")
 
 
+def decided_pixels(probs: np.ndarray, valid: np.ndarray, tolerance: float) -> np.ndarray:
+    """(H, W): valid pixels whose two best classes are further apart than 2 × tolerance, so
+    that a difference within the tolerance cannot swap them."""
+    top2 = np.sort(probs, axis=0)[-2:]
+    return valid & (top2[1] - top2[0] > 2 * tolerance)
+
+
 def compare(onnx_probs: np.ndarray, torch_probs: np.ndarray, valid: np.ndarray,
             tolerance: float, everywhere: bool = True) -> Comparison:
     """Compare (classes, H, W) soft-max maps of the same tile; ``valid`` is (H, W).  The
@@ -82,8 +89,7 @@ def compare(onnx_probs: np.ndarray, torch_probs: np.ndarray, valid: np.ndarray,
     difference = float(np.abs(onnx_probs[:, over] - torch_probs[:, over]).max())
     if not np.isfinite(difference):
         difference = float("inf")
-    top2 = np.sort(torch_probs, axis=0)[-2:]
-    decided = valid & (top2[1] - top2[0] > 2 * tolerance)
+    decided = decided_pixels(torch_probs, valid, tolerance)
     same = onnx_probs.argmax(0) == torch_probs.argmax(0)
     count = int(decided.sum())
     agreement = float(same[decided].mean()) if count else 1.0

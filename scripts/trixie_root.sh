@@ -8,7 +8,6 @@
 #   scripts/trixie_root.sh            build if needed, print the root's path
 #   scripts/trixie_root.sh --run CMD  run CMD inside it (proc/dev mounted for the call)
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT="${BERUNDA_TRIXIE_ROOT:-/var/cache/berunda/trixie-qgis}"
 MIRROR="${BERUNDA_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # pytest & co. and make: the stage runs tests/test_desktop_install.py and the engine tests there.
