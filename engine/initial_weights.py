@@ -29,7 +29,7 @@ class StartingPoint:
 
 def check_start_parameters(config: TrainingConfig) -> None:
     kind = weights_kind(config.encoder_weights)
-    if config.init_model and kind != "none":
+    if config.init_model and kind not in ("none", "auto"):   # auto gives way to INIT_MODEL
         raise InvalidParameterError(
             "Give either INIT_MODEL (fine-tune a Berunda model) or ENCODER_WEIGHTS (pretrained "
             "encoder weights), not both: INIT_MODEL already holds trained encoder weights.")
@@ -38,7 +38,7 @@ def check_start_parameters(config: TrainingConfig) -> None:
                                     "Berunda model file (.pt) written by berunda:train.")
     if kind == "file" and not os.path.isfile(config.encoder_weights.strip()):
         raise InvalidParameterError(
-            f"ENCODER_WEIGHTS {config.encoder_weights!r} is neither none, imagenet nor an "
+            f"ENCODER_WEIGHTS {config.encoder_weights!r} is neither none, imagenet, auto nor an "
             "existing file; give the path of an encoder weights file (.pth, .pt, .safetensors).")
     if config.init_normalization not in INIT_NORMALIZATIONS:
         raise InvalidParameterError(f"INIT_NORMALIZATION must be one of "

@@ -21,7 +21,7 @@ TASK_IDS = ["none", "l1", "l2", "kmeans", "mumford_shah", "inpainting", "jigsaw"
 PAPER_LAMBDA = {"none": 0.0, "l1": 0.5, "l2": 5.0, "kmeans": 1.0, "mumford_shah": 1.0,
                 "inpainting": 5.0, "jigsaw": 0.5, "consistency": 1.0}
 DEVICES = ["auto", "cuda", "cpu"]
-ENCODER_WEIGHT_KEYWORDS = ("none", "imagenet")   # ENCODER_WEIGHTS values that are not files
+ENCODER_WEIGHT_KEYWORDS = ("none", "imagenet", "auto")   # ENCODER_WEIGHTS values that are not files
 INIT_NORMALIZATIONS = ("parent", "recompute")
 PROBABILITY_TYPES = ["float32", "uint8"]
 # Encoders offered in the dialog (any smp encoder name is accepted; engine/encoders.py checks).

