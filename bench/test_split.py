@@ -7,7 +7,11 @@ test scenes (by default all nine parts of scene 6, which is neither trained on -
 supervised and semi-supervised rows with their per-seed mIoU and the gain paired by seed:
 
     .venv/bin/python bench/test_split.py out/p28/few-lite0-imagenet out/p28/few-lite0-random \
-        --out out/p28/test
+        safe=out/p28/few-lite0-imagenet-safe+out/p28/few-lite0-imagenet-safe-s2 \
+        --baseline safe=out/p28/few-lite0-imagenet --out out/p28/test
+
+A run is a folder, or NAME=FOLDER+FOLDER… (seeds trained in several folders, one row);
+--baseline NAME=FOLDER pairs a run without its own supervised row with FOLDER's.
 
 <out>/scores.json holds every model's full scores (per-class IoU included); the markdown
 table is printed and written to <out>/table.md.
@@ -54,7 +58,10 @@ def spread(values):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="bench/paper.py --out folders run with --keep-models")
+    p.add_argument("runs", nargs="+", help="bench/paper.py --out folders run with --keep-models "
+                   "(or NAME=FOLDER+FOLDER…)")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=FOLDER",
+                   help="the supervised rows of run NAME come from FOLDER")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dubai"))
     p.add_argument("--scenes", default="6")
     p.add_argument("--parts", default="1-9")
@@ -72,24 +79,36 @@ def main(argv=None):
     scores = json.loads(saved.read_text()) if saved.is_file() else {}
     lines = ["| run | row | mIoU per seed | mIoU % | Δ paired by seed (mean; per seed) | OA % |",
              "|---|---|---|---|---|---|"]
-    for run in map(Path, args.runs):
-        overlap = trained_scenes(run) & set(parse_range(args.scenes))
-        if overlap:
-            raise SystemExit(f"{run} trained or chose on scene(s) {sorted(overlap)}: not a test split")
+    def rows_of(folders):
         rows = {}
-        for model in sorted((run / "models").glob("*.pt")):
-            m = NAME.match(model.name)
-            if not m:
-                continue
-            key = f"{run.name}/{model.name}"
-            if key not in scores:   # scored once; a rerun only adds new models
-                with tempfile.TemporaryDirectory() as scratch:
-                    scores[key] = score_model(str(model), images, labels, scratch, Reporter(),
-                                              args.device)
-                saved.write_text(json.dumps(scores, indent=1))
-                print(f"{key}: mIoU {scores[key]['mean_iou']:.2f} %", flush=True)
-            rows.setdefault((m["task"], m["lam"]), {})[int(m["seed"])] = scores[key]
-        base = rows.get(("none", "0"), {})
+        for run in folders:
+            overlap = trained_scenes(run) & set(parse_range(args.scenes))
+            if overlap:
+                raise SystemExit(f"{run} trained or chose on scene(s) {sorted(overlap)}: "
+                                 "not a test split")
+            for model in sorted((run / "models").glob("*.pt")):
+                m = NAME.match(model.name)
+                if not m:
+                    continue
+                key = f"{run.name}/{model.name}"
+                if key not in scores:   # scored once; a rerun only adds new models
+                    with tempfile.TemporaryDirectory() as scratch:
+                        scores[key] = score_model(str(model), images, labels, scratch,
+                                                  Reporter(), args.device)
+                    saved.write_text(json.dumps(scores, indent=1))
+                    print(f"{key}: mIoU {scores[key]['mean_iou']:.2f} %", flush=True)
+                rows.setdefault((m["task"], m["lam"]), {})[int(m["seed"])] = scores[key]
+        return rows
+
+    def folders(text):
+        name, _, paths = text.rpartition("=")
+        paths = [Path(f) for f in paths.split("+")]
+        return name or paths[0].name, paths
+
+    baselines = dict(folders(b) for b in args.baseline)
+    for name, group in map(folders, args.runs):
+        rows = rows_of(group)
+        base = rows.get(("none", "0")) or rows_of(baselines.get(name, [])).get(("none", "0"), {})
         for (task, lam), by_seed in sorted(rows.items(), key=lambda kv: kv[0][0] != "none"):
             seeds = sorted(by_seed)
             miou = [by_seed[s]["mean_iou"] for s in seeds]
@@ -98,7 +117,7 @@ def main(argv=None):
             gain = ("–" if task == "none" or not paired else
                     f"{statistics.fmean(paired):+.2f}; " + " ".join(f"{d:+.2f}" for d in paired))
             label = "supervised" if task == "none" else f"{task} λ {lam}"
-            lines.append(f"| {run.name} | {label} | {' '.join(f'{v:.2f}' for v in miou)} | "
+            lines.append(f"| {name} | {label} | {' '.join(f'{v:.2f}' for v in miou)} | "
                          f"{spread(miou)} | {gain} | {spread(oa)} |")
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")

@@ -21,7 +21,7 @@ class TrainingConfig:
     confidence: float = 0.95             # consistency: pseudo-label threshold τ
     ema_decay: float = 0.0               # consistency: EMA teacher decay (0 = no teacher)
     class_balance: float = 0.2           # consistency: share of each class's pixels kept below τ
-    encoder: str = "resnet34"
+    encoder: str = "tu-tf_efficientnet_lite0"   # its ImageNet weights install with Berunda
     tile_size: int = 320
     batch_size: int = 8                  # labeled tiles per step (+ as many unlabeled)
     epochs: int = 50
@@ -41,7 +41,7 @@ class TrainingConfig:
     label_layer: Optional[str] = None
     class_field: Optional[str] = None
     # Where the weights start (engine/initial_weights.py).
-    encoder_weights: str = "none"        # none, imagenet or a weights file (encoder_weights.py)
+    encoder_weights: str = "auto"        # auto, none, imagenet or a weights file (encoder_weights.py)
     init_model: Optional[str] = None     # a Berunda model to fine-tune (parent_model.py)
     init_normalization: str = "parent"   # with init_model: the parent's statistics, or recompute
     freeze_encoder_epochs: int = 0       # the encoder's weights stay fixed for these first epochs

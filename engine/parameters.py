@@ -25,9 +25,9 @@ ENCODER_WEIGHT_KEYWORDS = ("none", "imagenet", "auto")   # ENCODER_WEIGHTS value
 INIT_NORMALIZATIONS = ("parent", "recompute")
 PROBABILITY_TYPES = ["float32", "uint8"]
 # Encoders offered in the dialog (any smp encoder name is accepted; engine/encoders.py checks).
-COMMON_ENCODERS = ["resnet34", "resnet18", "resnet50", "resnext50_32x4d", "efficientnet-b0",
-                   "efficientnet-b2", "efficientnet-b4", "mobilenet_v2", "densenet121",
-                   "tu-convnext_tiny"]
+COMMON_ENCODERS = ["tu-tf_efficientnet_lite0", "resnet34", "resnet18", "resnet50",
+                   "resnext50_32x4d", "efficientnet-b0", "efficientnet-b2", "efficientnet-b4",
+                   "mobilenet_v2", "densenet121", "tu-convnext_tiny"]
 # Supervised losses (ids of models/losses.py FACTORIES; a test keeps them equal).
 SUPERVISED_LOSSES = ["ce", "weighted_ce", "ce_dice"]
 
@@ -188,7 +188,10 @@ NETWORK_PARAMS: List[Param] = [
           "dialog offers the common ones (" + ", ".join(COMMON_ENCODERS) +
           "); headless (qgis_process, the command line, a training job) any smp encoder name "
           "is accepted, timm models as tu-<name>. A misspelt name is refused with the closest "
-          "names.", default="resnet34", advanced=True, hints=tuple(COMMON_ENCODERS)),
+          "names. Default: tu-tf_efficientnet_lite0 (timm's EfficientNet-Lite0), whose ImageNet "
+          "weights are installed with Berunda's dependencies, so it starts pretrained offline "
+          "(the paper used resnet34 from random weights).", default="tu-tf_efficientnet_lite0",
+          advanced=True, hints=tuple(COMMON_ENCODERS)),
     Param("TILE_SIZE", "int", "Tile size (pixels, multiple of 32)",
           "training tile side in pixels, multiple of 32 (paper: 320).", default=320,
           advanced=True, minimum=32),
@@ -240,12 +243,14 @@ START_PARAMS: List[Param] = [
           "with INIT_MODEL: parent (reuse the parent's per-band statistics, which its weights "
           "learned with) or recompute (from these images, e.g. for another sensor or data "
           "type).", default="parent", advanced=True, choices=INIT_NORMALIZATIONS),
-    Param("ENCODER_WEIGHTS", "string", "Encoder weights (none, imagenet or a file)",
-          "initial encoder weights: none (random, the paper's protocol), imagenet "
-          "(segmentation-models-pytorch's ImageNet weights for ENCODER, downloaded once into "
-          "its cache: needs internet), or the path of a weights file (.pth/.pt/.safetensors "
-          "state dict of the encoder, from torchvision, timm or smp). Weights for 3 bands are "
-          "adapted to other band counts as smp does. Not with INIT_MODEL.", default="none",
+    Param("ENCODER_WEIGHTS", "string", "Encoder weights (auto, none, imagenet or a file)",
+          "initial encoder weights: auto (the default: ENCODER's ImageNet weights when they can "
+          "be had -- installed with Berunda for tu-tf_efficientnet_lite0, else smp's download "
+          "or cache -- and random weights with one log line when not), imagenet (the same, but "
+          "a training stops with the reason when they cannot be had), none (random, the "
+          "paper's protocol), or the path of a weights file (.pth/.pt/.safetensors state dict "
+          "of the encoder, from torchvision, timm or smp). Weights for 3 bands are adapted to "
+          "other band counts as smp does. With INIT_MODEL only auto or none.", default="auto",
           advanced=True),
 ]
 

@@ -112,12 +112,13 @@ def main():
             sys.exit(f"Demo data incomplete: {img(name)} is missing.")
 
     model = out / "model.pt"
-    print(f"1/3 Training kmeans (semi-supervised) on {len(labeled)} annotated + {len(unlabeled)} "
-          "unannotated images")
+    print(f"1/3 Training kmeans (semi-supervised, the pretrained default encoder) on "
+          f"{len(labeled)} annotated + {len(unlabeled)} unannotated images")
     train = run_streaming("berunda:train", {
         "LABELED_IMAGES": [img(n) for n in labeled], "LABELS": [lab(n) for n in labeled],
         "UNLABELED_IMAGES": [img(n) for n in unlabeled], "AUX_TASK": "kmeans",
-        "ENCODER": "resnet18", "TILE_SIZE": 128, "BATCH_SIZE": 4, "EPOCHS": args.epochs,
+        # the default encoder, from the ImageNet weights installed with Berunda
+        "TILE_SIZE": 128, "BATCH_SIZE": 4, "EPOCHS": args.epochs,
         # lr 1e-3 instead of the paper's 1e-4: this budget is ~1/1000 of the paper's
         "SAMPLES_PER_EPOCH": 96, "LEARNING_RATE": 1e-3, "SEED": 0, "OUTPUT_MODEL": str(model)})
     print(f"2/3 Classifying held-back image {held_back}")

@@ -37,7 +37,7 @@ HELP = {
     "image_to_classify": "Image the trained model classifies (same bands as the training image).",
     "ground_truth": "Label raster of the image to classify, for the evaluation.",
     "epochs": "Training epochs (the paper uses 50 of 5000 tiles).",
-    "encoder": "segmentation-models-pytorch encoder (resnet34, resnet18, …).",
+    "encoder": "segmentation-models-pytorch encoder (tu-tf_efficientnet_lite0, resnet34, …).",
     "tile_size": "Training and classification tile side in pixels (multiple of 32).",
     "batch_size": "Tiles per training step.",
     "samples_per_epoch": "Labeled tiles per epoch.",
@@ -102,7 +102,8 @@ def build_model():
     add_input(QgsProcessingParameterRasterLayer("image_to_classify", "Image to classify"), 480, 60)
     add_input(QgsProcessingParameterRasterLayer("ground_truth", "Ground truth of the image to classify"),
               840, 60)
-    add_input(QgsProcessingParameterString("encoder", "Encoder", "resnet34"), 120, 380, True)
+    add_input(QgsProcessingParameterString("encoder", "Encoder", "tu-tf_efficientnet_lite0"),
+              120, 380, True)
     add_input(QgsProcessingParameterNumber("tile_size", "Tile size (pixels, multiple of 32)",
                                            integer, 320, minValue=32), 120, 440, True)
     add_input(QgsProcessingParameterNumber("batch_size", "Batch size", integer, 8, minValue=1),

@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERUNDA_DATA", REPO.parent / "shared" / "data" / "dubai"))
 
 # Small enough for a 2-core CPU, large enough to run every part of the loop.
-TINY = {"ENCODER": "resnet18", "TILE_SIZE": 64, "BATCH_SIZE": 2, "EPOCHS": 1,
+TINY = {"ENCODER": "resnet18", "ENCODER_WEIGHTS": "none", "TILE_SIZE": 64, "BATCH_SIZE": 2, "EPOCHS": 1,
         "SAMPLES_PER_EPOCH": 4, "MASK_SIZE": 16, "CLUSTERS": 4, "PERMUTATIONS": 10}
 
 

@@ -26,7 +26,7 @@ def dubai_model(tmp_path_factory):
     img, lab = dubai_pair("scene1_part1")
     model = str(folder / "dubai.pt")
     train(TrainingConfig([img], [lab], [dubai_pair("scene2_part1")[0]], aux_task="kmeans",
-                         encoder="resnet18", tile_size=64, batch_size=2, samples_per_epoch=4,
+                         encoder="resnet18", encoder_weights="none", tile_size=64, batch_size=2, samples_per_epoch=4,
                          epochs=1, device="cpu"), model)
     return model
 

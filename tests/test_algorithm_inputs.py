@@ -149,10 +149,29 @@ def test_the_dialog_offers_the_common_encoders_and_any_name_is_accepted(qgis_app
     widget = wrapper.createWrappedWidget(QgsProcessingContext())
     assert isinstance(widget, QComboBox)
     assert [widget.itemText(i) for i in range(widget.count())] == COMMON_ENCODERS
-    assert wrapper.widgetValue() == "resnet34"
+    assert wrapper.widgetValue() == "tu-tf_efficientnet_lite0"
     # headless (qgis_process, processing.run, the modeler) any smp name is a valid value
     assert param.checkValueIsAcceptable("tu-convnext_tiny")
     assert "tu-<name>" in alg.shortHelpString() and "efficientnet-b0" in alg.shortHelpString()
+
+
+def test_the_measured_defaults_are_in_the_help(qgis_app):
+    """Issue 28 chose the defaults by measurement (bench/README.md): the help says them."""
+    from qgis.core import QgsApplication
+
+    from berunda.engine.config import TrainingConfig
+
+    defaults = TrainingConfig([], [])
+    for name in ("train", "compare"):
+        alg = QgsApplication.processingRegistry().algorithmById(f"berunda:{name}")
+        text = alg.shortHelpString()
+        assert alg.parameterDefinition("ENCODER").defaultValue() == defaults.encoder
+        assert alg.parameterDefinition("ENCODER_WEIGHTS").defaultValue() == defaults.encoder_weights
+        assert "(default: tu-tf_efficientnet_lite0)" in text and "(default: auto)" in text
+        assert "installed with Berunda" in text
+    train = QgsApplication.processingRegistry().algorithmById("berunda:train")
+    assert train.parameterDefinition("AUX_TASK").defaultValue() == defaults.aux_task
+    assert f"(default: {defaults.aux_task})" in train.shortHelpString()
 
 
 def test_bands_that_are_not_band_numbers_are_refused(rgba_model, rasters, tmp_path):

@@ -25,7 +25,7 @@ from berunda.models.tasks import TASKS, get_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
-TINY = dict(encoder="resnet18", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
+TINY = dict(encoder="resnet18", encoder_weights="none", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
             device="cpu")
 
 

@@ -29,7 +29,7 @@ from berunda.models import IGNORE_INDEX
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = dict(encoder="resnet18", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
+TINY = dict(encoder="resnet18", encoder_weights="none", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
             device="cpu", aux_task="none")
 CROP = 128
 LOSSES = ["ce", "weighted_ce", "ce_dice"]

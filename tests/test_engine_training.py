@@ -41,7 +41,7 @@ from berunda.models.network import BerundaNetLate
 from berunda.models.tasks import TASKS
 
 
-TINY = dict(encoder="resnet18", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
+TINY = dict(encoder="resnet18", encoder_weights="none", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
             device="cpu")
 DUBAI_NAMES = ["building", "land", "road", "vegetation", "water"]
 DUBAI_COLORS = ["#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929"]   # from the colour table

@@ -22,7 +22,7 @@ from berunda.engine.inference import classify_raster
 from berunda.engine.model_file import load_model
 from berunda.engine.trainer import checkpoint_path_for, train
 
-TINY = dict(encoder="resnet18", tile_size=64, batch_size=2, samples_per_epoch=4, device="cpu",
+TINY = dict(encoder="resnet18", encoder_weights="none", tile_size=64, batch_size=2, samples_per_epoch=4, device="cpu",
             aux_task="none")
 
 

@@ -82,7 +82,7 @@ def models(tmp_path_factory):
         test, _ = _as_kind(test_rgb, kind)
         test_path = write_raster(folder / f"{kind}_test.tif", test, dict(tgeo, nodata=nodata))
         model = str(folder / f"{kind}.pt")
-        config = TrainingConfig([image], [label], aux_task=task, encoder="resnet18",
+        config = TrainingConfig([image], [label], aux_task=task, encoder="resnet18", encoder_weights="none",
                                 tile_size=TILE, batch_size=2, samples_per_epoch=4, epochs=1,
                                 device="cpu")
         train(config, model)

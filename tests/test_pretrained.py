@@ -28,7 +28,7 @@ from berunda.models.network import BerundaNetLate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = dict(encoder="resnet18", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
+TINY = dict(encoder="resnet18", encoder_weights="none", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
             device="cpu", clusters=4)
 TRUNK = ("unet.encoder.", "unet.decoder.")
 
@@ -562,7 +562,7 @@ def test_job_relocates_the_start_files_but_not_keywords(rasters, tmp_path):
     root.rename(moved)
     relocated = read_job(job, str(moved)).config
     assert relocated.init_model == str(moved / "parent.pt")
-    assert relocated.encoder_weights == "none"
+    assert relocated.encoder_weights == "auto"   # a keyword (the default), not a file
     moved.rename(root)
     cfg = TrainingConfig([str(root / "image.tif")], [str(root / "label.tif")],
                          encoder_weights=str(root / "w.pth"))

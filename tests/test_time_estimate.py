@@ -32,7 +32,7 @@ class Log(Reporter):
 
 def config(**kw):
     img, lab = dubai_pair("scene1_part1")
-    values = dict(encoder="resnet18", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
+    values = dict(encoder="resnet18", encoder_weights="none", tile_size=64, batch_size=2, samples_per_epoch=4, epochs=1,
                   device="cpu", aux_task="none")
     values.update(kw)
     return TrainingConfig([img], [lab], [dubai_pair("scene2_part1")[0]], **values)
