@@ -236,6 +236,13 @@ def centre_crop(src, dst, size):
     return str(dst)
 
 
+def crop_pairs(pairs, folder: Path, size: int):
+    """Centred size×size crops of (image, label) pairs, written into ``folder``."""
+    folder.mkdir(exist_ok=True)
+    return [(centre_crop(i, folder / f"{Path(i).stem}.tif", size),
+             centre_crop(l, folder / f"{Path(l).stem}_label.tif", size)) for i, l in pairs]
+
+
 class ConsoleReporter:
     """Log lines, and overall progress with an ETA every 5 %."""
 
@@ -309,20 +316,11 @@ def main(argv=None):
     labeled, unlabeled, validation = split(args)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.few_label:
-        folder = args.out / "labeled"
-        folder.mkdir(exist_ok=True)
-        labeled = [(centre_crop(i, folder / f"{Path(i).stem}.tif", args.few_size),
-                    centre_crop(l, folder / f"{Path(l).stem}_label.tif", args.few_size))
-                   for i, l in labeled]
+        labeled = crop_pairs(labeled, args.out / "labeled", args.few_size)
     if args.unlabeled_validation:
         unlabeled = unlabeled + [i for i, _ in validation]
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.val_crop:
-        folder = args.out / "validation"
-        folder.mkdir(exist_ok=True)
-        validation = [(centre_crop(i, folder / f"{Path(i).stem}.tif", args.val_crop),
-                       centre_crop(l, folder / f"{Path(l).stem}_label.tif", args.val_crop))
-                      for i, l in validation]
+        validation = crop_pairs(validation, args.out / "validation", args.val_crop)
     config = TrainingConfig(
         labeled_images=[i for i, _ in labeled], labels=[l for _, l in labeled],
         unlabeled_images=unlabeled, aux_task="none", alpha=args.alpha, clusters=args.clusters,

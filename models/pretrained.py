@@ -5,8 +5,9 @@ model whose encoder is under ``encoder.``), or a Berunda model (``unet.encoder.`
 keys are aligned with the smp encoder's (wrapper prefixes stripped, a classifier head
 dropped) -- or, when no name matches, by position (align_by_position: files saved under
 another library's names, such as the EfficientNet-Lite0 wheel's lukemelas-style names for
-timm's tf_efficientnet_lite0) -- then every tensor must match: a missing, extra or differently shaped tensor
-means the file is for another encoder, and is refused with the names of the first ones.
+timm's tf_efficientnet_lite0) -- then every tensor must match: a missing, extra or
+differently shaped tensor means the file is for another encoder, and is refused with the
+names of the first ones.
 
 Band counts: weights whose first convolution takes 3 bands (RGB) are adapted to the
 image's band count with smp's own helper, as smp does for ``in_channels`` != 3 (the RGB
@@ -110,6 +111,11 @@ def align_by_position(state: Dict[str, torch.Tensor], own: Dict[str, torch.Tenso
     return {a: state[b] for a, b in zip(mine, theirs)}, tail
 
 
+def _head_note(names) -> str:
+    more = " …" if len(names) > SHOWN else ""
+    return f"ignored the classifier head ({', '.join(names[:SHOWN])}{more})"
+
+
 def _head_key(key: str) -> bool:
     parts = key.split(".")
     top = parts[1] if parts[0] == "model" and len(parts) > 2 else parts[0]
@@ -129,7 +135,7 @@ def load_checked(encoder: nn.Module, state: Dict[str, torch.Tensor]) -> None:
 def check_strict(state: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> None:
     """Raise EncoderWeightsMismatch naming the first missing, extra or misshapen tensors."""
     # BatchNorm's counter is absent from old torchvision files; torch fills it in.
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not _counter(k)]
     extra = [k for k in state if k not in own]
     shapes = [f"{k} (file {_shape(state[k])}, encoder {_shape(own[k])})"
               for k in own if k in state and state[k].shape != own[k].shape]
@@ -153,8 +159,7 @@ def encoder_state_for(encoder_name: str, state: Dict[str, torch.Tensor],
         raise EncoderWeightsMismatch("the file holds no tensors")
     ref = reference_encoder(encoder_name, 3)
     aligned, head = align_keys(state, ref.state_dict())
-    notes = [f"ignored the classifier head ({', '.join(head[:SHOWN])}"
-             f"{' …' if len(head) > SHOWN else ''})"] if head else []
+    notes = [_head_note(head)] if head else []
     if not ref.state_dict().keys() & aligned.keys():
         by_position = align_by_position(state, ref.state_dict())
         if by_position is None:
@@ -165,8 +170,7 @@ def encoder_state_for(encoder_name: str, state: Dict[str, torch.Tensor],
         aligned, tail = by_position
         notes = [f"its tensor names are another library's ({next(iter(state))}, …): matched to "
                  f"the encoder's {len(aligned)} tensors by position, every shape equal"
-                 + (f"; ignored the classifier head ({', '.join(tail[:SHOWN])}"
-                    f"{' …' if len(tail) > SHOWN else ''})" if tail else "")]
+                 + (f"; {_head_note(tail)}" if tail else "")]
     conv = first_conv_name(ref)
     file_bands = int(aligned[conv].shape[1]) if conv in aligned and aligned[conv].ndim == 4 else 3
     if file_bands == in_channels:
